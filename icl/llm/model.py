@@ -1,0 +1,245 @@
+"""Decoder-only transformer (llama / mistral / qwen2 family) as pure JAX functions plus a Flax NNX container.
+
+Layout (chosen for large flat matmuls; ``x @ W`` everywhere, layers stacked on a leading axis L so the
+forward pass is one ``lax.scan`` and compiles once regardless of depth):
+
+    embed   [V, D]                 token embedding (also the output head when ``cfg.tied_head``)
+    head    [D, V]                 untied output head (absent when tied)
+    norm    [D]                    final RMSNorm weight
+    layers/attn_norm [L, D]        pre-attention RMSNorm weight
+    layers/wqkv      [L, D, (H + 2K) * hd]   fused q | k | v projection
+    layers/bqkv      [L, (H + 2K) * hd]      fused q | k | v bias (only when ``cfg.qkv_bias``, Qwen2)
+    layers/wo        [L, H * hd, D]
+    layers/mlp_norm  [L, D]
+    layers/w13       [L, D, 2F]    fused SwiGLU gate | up projection
+    layers/w2        [L, F, D]
+
+H query heads share K key/value heads (GQA: query head h reads KV head h // (H // K)).
+
+RoPE pairing (``cfg.rope_interleaved``): HF checkpoints and qwen2 GGUF rotate the pairs (i, i + hd/2)
+("half split", ``rotate_half``); llama.cpp's converter permutes the q/k rows of llama-arch models so
+that the same rotation becomes pairs (2i, 2i + 1) ("interleaved"). Both conventions are exact.
+
+Attention is written over a list of *key/value segments*, each with its own boolean mask, so that the same
+block serves full prefill, scoring against a cached shared prefix (segment batch 1, broadcast over rows),
+scoring candidates against cached suffixes, and cached decoding.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+NEG_INF = -1e30
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Architecture hyper-parameters (hashable: used as a static jit argument)."""
+
+    vocab_size: int
+    dim: int                 # D, residual width
+    n_layers: int            # L
+    n_heads: int             # H, query heads
+    n_kv_heads: int          # K, key/value heads (GQA), divides H
+    head_dim: int            # hd
+    hidden_dim: int          # F, SwiGLU width
+    rope_base: float = 10000.0
+    norm_eps: float = 1e-5
+    qkv_bias: bool = False   # Qwen2
+    tied_head: bool = True
+    rope_interleaved: bool = False
+    arch: str = "llama"
+
+    @property
+    def qkv_dim(self) -> int:
+        return (self.n_heads + 2 * self.n_kv_heads) * self.head_dim
+
+
+def param_shapes(cfg: Config) -> dict:
+    """Nested dict of parameter shapes in the layout documented at the top of this module."""
+    L, D, F = cfg.n_layers, cfg.dim, cfg.hidden_dim
+    layers = {"attn_norm": (L, D), "wqkv": (L, D, cfg.qkv_dim), "wo": (L, cfg.n_heads * cfg.head_dim, D),
+              "mlp_norm": (L, D), "w13": (L, D, 2 * F), "w2": (L, F, D)}
+    if cfg.qkv_bias:
+        layers["bqkv"] = (L, cfg.qkv_dim)
+    shapes = {"embed": (cfg.vocab_size, D), "norm": (D,), "layers": layers}
+    if not cfg.tied_head:
+        shapes["head"] = (D, cfg.vocab_size)
+    return shapes
+
+
+def init_params(cfg: Config, seed: int = 0, scale: float = 0.02) -> dict:
+    """Random float32 NumPy parameters (normal(0, scale) matrices, 1 + small noise for norm weights)."""
+    rng = np.random.default_rng(seed)
+
+    def make(name, shape):
+        if name.endswith("norm"):
+            return (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+        return (scale * rng.standard_normal(shape)).astype(np.float32)
+
+    shapes = param_shapes(cfg)
+    out = {k: make(k, v) for k, v in shapes.items() if k != "layers"}
+    out["layers"] = {k: make(k, v) for k, v in shapes["layers"].items()}
+    return out
+
+
+def count_params(params: dict) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pure functions
+
+
+def rms_norm(x: jax.Array, w: jax.Array, eps: float) -> jax.Array:
+    """RMSNorm over the last axis, computed in float32, returned in x.dtype."""
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    return (y * w.astype(jnp.float32)).astype(x.dtype)
+
+
+def rope_tables(positions: jax.Array, head_dim: int, base: float) -> tuple[jax.Array, jax.Array]:
+    """cos, sin of shape [B, T, 1, hd/2] (float32) for integer positions [B, T]."""
+    inv = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    ang = positions[..., None].astype(jnp.float32) * jnp.asarray(inv, jnp.float32)
+    return jnp.cos(ang)[:, :, None, :], jnp.sin(ang)[:, :, None, :]
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array, interleaved: bool) -> jax.Array:
+    """Rotate x [B, T, N, hd]: pairs (2i, 2i+1) if interleaved else (i, i + hd/2)."""
+    dt = x.dtype
+    x = x.astype(jnp.float32)
+    if interleaved:
+        x1, x2 = x[..., 0::2], x[..., 1::2]
+        y = jnp.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1).reshape(x.shape)
+    else:
+        half = x.shape[-1] // 2
+        x1, x2 = x[..., :half], x[..., half:]
+        y = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return y.astype(dt)
+
+
+Segment = tuple  # (k [Bs, S, K, hd], v [Bs, S, K, hd], mask bool broadcastable to [B, T, S]); Bs in {1, B}
+
+
+def attention(q: jax.Array, segments: Sequence[Segment]) -> jax.Array:
+    """Softmax attention of q [B, T, H, hd] over the concatenation of key/value segments -> [B, T, H, hd].
+
+    A segment with batch 1 is shared by every row (e.g. a cached prompt prefix) and is never copied.
+    Masked scores get -1e30 (finite, so fully masked padding rows give no NaN).
+    """
+    B, T, H, hd = q.shape
+    K = segments[0][0].shape[2]
+    qg = (q * (hd ** -0.5)).reshape(B, T, K, H // K, hd)
+    scores = []
+    for k, _, mask in segments:
+        s = (jnp.einsum("btkgd,skd->bkgts", qg, k[0]) if k.shape[0] == 1 and B > 1
+             else jnp.einsum("btkgd,bskd->bkgts", qg, k))
+        scores.append(jnp.where(mask[:, None, None], s.astype(jnp.float32), NEG_INF))
+    p = jax.nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1).astype(q.dtype)
+    out, start = 0.0, 0
+    for k, v, _ in segments:
+        ps = p[..., start:start + k.shape[1]]
+        start += k.shape[1]
+        out = out + (jnp.einsum("bkgts,skd->btkgd", ps, v[0]) if v.shape[0] == 1 and B > 1
+                     else jnp.einsum("bkgts,bskd->btkgd", ps, v))
+    return out.reshape(B, T, H, hd)
+
+
+def block(cfg: Config, p: dict, x: jax.Array, cos, sin, ctx: Sequence[Segment], self_mask: jax.Array):
+    """One pre-norm decoder layer. x [B, T, D] -> (x [B, T, D], (k, v) [B, T, K, hd] of these tokens)."""
+    B, T, _ = x.shape
+    H, K, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    h = rms_norm(x, p["attn_norm"], cfg.norm_eps)
+    qkv = h @ p["wqkv"]
+    if cfg.qkv_bias:
+        qkv = qkv + p["bqkv"]
+    q, k, v = jnp.split(qkv, [H * hd, (H + K) * hd], axis=-1)
+    q = apply_rope(q.reshape(B, T, H, hd), cos, sin, cfg.rope_interleaved)
+    k = apply_rope(k.reshape(B, T, K, hd), cos, sin, cfg.rope_interleaved)
+    v = v.reshape(B, T, K, hd)
+    a = attention(q, list(ctx) + [(k, v, self_mask)])
+    x = x + a.reshape(B, T, H * hd) @ p["wo"]
+    h = rms_norm(x, p["mlp_norm"], cfg.norm_eps)
+    g, u = jnp.split(h @ p["w13"], 2, axis=-1)
+    x = x + (jax.nn.silu(g) * u) @ p["w2"]
+    return x, (k, v)
+
+
+def forward(cfg: Config, params: dict, tokens: jax.Array, positions: jax.Array, self_mask: jax.Array,
+            ctx: Sequence[tuple] = ()):
+    """Run all layers.
+
+    tokens, positions: int [B, T]; self_mask: bool [B, T, T] (which of these tokens each token sees);
+    ctx: cached segments (k [L, Bs, S, K, hd], v [L, Bs, S, K, hd], mask broadcastable to [B, T, S]).
+    Returns (hidden [B, T, D] before the final norm, (k, v) [L, B, T, K, hd] of these tokens).
+    """
+    dtype = params["embed"].dtype
+    x = jnp.take(params["embed"], tokens, axis=0).astype(dtype)
+    cos, sin = rope_tables(positions, cfg.head_dim, cfg.rope_base)
+    masks = [c[2] for c in ctx]
+
+    def step(x, layer):
+        p, kvs = layer
+        segs = [(k, v, m) for (k, v), m in zip(kvs, masks)]
+        return block(cfg, p, x, cos, sin, segs, self_mask)
+
+    return jax.lax.scan(step, x, (params["layers"], [(c[0], c[1]) for c in ctx]))
+
+
+def logprobs(cfg: Config, params: dict, h: jax.Array) -> jax.Array:
+    """Final norm + output head + log-softmax on the given hidden states only: [..., D] -> float32 [..., V]."""
+    h = rms_norm(h, params["norm"], cfg.norm_eps)
+    w = params["embed"].T if cfg.tied_head else params["head"]
+    return jax.nn.log_softmax((h @ w).astype(jnp.float32), axis=-1)
+
+
+def causal_mask(lengths: jax.Array, T: int) -> jax.Array:
+    """bool [B, T, T]: causal and key < length (right padding)."""
+    i = jnp.arange(T)
+    return (i[None, :, None] >= i[None, None, :]) & (i[None, None, :] < lengths[:, None, None])
+
+
+def cast_params(params: dict, dtype) -> dict:
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), params)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Flax NNX container
+
+
+class Transformer(nnx.Module):
+    """NNX module holding the stacked parameters; ``__call__`` returns full-sequence logits (tests, small
+    inputs). The runtime (``icl.llm.runtime``) jit-compiles the pure functions above on ``self.params()``.
+    """
+
+    def __init__(self, cfg: Config, params: dict | None = None, *, dtype=jnp.float32, seed: int = 0):
+        self.cfg = cfg
+        params = init_params(cfg, seed) if params is None else params
+        shapes = param_shapes(cfg)
+        for name, shape in [(k, v) for k, v in shapes.items() if k != "layers"] + \
+                           [("layers_" + k, v) for k, v in shapes["layers"].items()]:
+            src = params["layers"][name[7:]] if name.startswith("layers_") else params[name]
+            if tuple(src.shape) != tuple(shape):
+                raise ValueError(f"parameter {name}: expected shape {shape}, got {tuple(src.shape)}")
+            setattr(self, name, nnx.Param(jnp.asarray(src, dtype)))
+
+    def params(self) -> dict:
+        """Plain nested dict of jax arrays in the module's layout."""
+        shapes = param_shapes(self.cfg)
+        out = {k: getattr(self, k)[...] for k in shapes if k != "layers"}
+        out["layers"] = {k: getattr(self, "layers_" + k)[...] for k in shapes["layers"]}
+        return out
+
+    def __call__(self, tokens: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
+        """tokens int [B, T] (right padded to ``lengths``) -> float32 log-probabilities [B, T, V]."""
+        B, T = tokens.shape
+        lengths = jnp.full((B,), T) if lengths is None else lengths
+        pos = jnp.broadcast_to(jnp.arange(T), (B, T))
+        h, _ = forward(self.cfg, self.params(), tokens, pos, causal_mask(lengths, T))
+        return logprobs(self.cfg, self.params(), h)

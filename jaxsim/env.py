@@ -1,0 +1,203 @@
+"""Functional (gymnax-style) edge-cloud generation-task environment.
+
+    obs, state = reset(key, params)
+    obs, state, reward, done, info = step(key, state, action, params)
+
+One step is one slot. ``action`` [U] int32 holds a server choice (an index into
+the config's actions) for every user's task slot; entries of users without a
+task are ignored. ``info`` carries per-task [U] arrays: delay and its parts
+(uplink, backhaul, wait, prefill, decode, downlink, all s), quality, success,
+reward, refused, mask. ``reward`` is the mean task reward of the slot (0 if the
+slot has no task). Episodes have a fixed horizon; ``done`` is set on the last
+slot and nothing auto-resets.
+
+The slot's evaluation (``evaluate``) is a deterministic function of the state
+and the action; ``step``'s key only draws the next slot (tasks, fading,
+background load). This is what lets the oracle search assignments exactly.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from . import allocation, channel, inference
+from .inference import ServerState
+from .params import EnvParams
+
+DELAY_PARTS = ("uplink_s", "backhaul_s", "wait_s", "prefill_s", "decode_s", "downlink_s")
+
+
+@struct.dataclass
+class EnvState:
+    ue_xy_m: jnp.ndarray       # [U, 2]
+    gain: jnp.ndarray          # [U, M] long-term gain (path loss and shadowing), linear
+    assoc: jnp.ndarray         # [U] serving cell
+    active: jnp.ndarray        # [U] bool: user has a task this slot
+    task_type: jnp.ndarray     # [U] int32
+    prompt_tokens: jnp.ndarray  # [U]
+    output_tokens: jnp.ndarray  # [U]
+    dl_rate_rb_bps: jnp.ndarray  # [U] mean downlink Shannon rate per RB this slot
+    ul_rate_rb_bps: jnp.ndarray  # [U] mean uplink rate per RB this slot
+    servers: ServerState
+    t: jnp.ndarray             # slot index
+
+
+@struct.dataclass
+class Observation:
+    """What every policy sees, per task slot [U] (masked where ``mask`` is False).
+
+    ``state`` is the full environment state, for privileged policies only (the oracle).
+    """
+    mask: jnp.ndarray          # [U] bool
+    task_type: jnp.ndarray     # [U] int32
+    prompt_tokens: jnp.ndarray  # [U] tokens
+    output_tokens: jnp.ndarray  # [U] tokens
+    budget_s: jnp.ndarray      # [U] s
+    min_quality: jnp.ndarray   # [U]
+    sinr_db: jnp.ndarray       # [U] downlink effective SINR, dB
+    load_seqs: jnp.ndarray     # [U, A] sequences on the server each action would use (ours + background)
+    n_tasks: jnp.ndarray       # [U] tasks in the slot (network)
+    n_cell_tasks: jnp.ndarray  # [U] tasks in the slot in the user's cell
+    cell: jnp.ndarray          # [U] serving cell
+    slot: jnp.ndarray          # [] slot index
+    state: EnvState
+
+
+def draw_tasks(key, params: EnvParams):
+    """Bernoulli arrivals, task types and log-normal token counts (mean preserved)."""
+    k_a, k_t, k_p, k_o = jax.random.split(key, 4)
+    u = params.n_users
+    active = jax.random.uniform(k_a, (u,)) < params.p_task
+    ttype = jax.random.categorical(k_t, params.type_logits, shape=(u,)).astype(jnp.int32)
+    sig = params.token_sigma
+
+    def tokens(k, mean):
+        x = mean * jnp.exp(sig * jax.random.normal(k, (u,)) - 0.5 * sig ** 2)
+        return jnp.clip(jnp.round(x), 1.0, 8.0 * mean)
+
+    return active, ttype, tokens(k_p, params.prompt_tokens[ttype]), tokens(k_o, params.output_tokens[ttype])
+
+
+def slot_rates(params: EnvParams, gain, assoc, active, fading):
+    """Mean per-RB downlink and uplink rates of every user in this slot, bit/s ([U], [U])."""
+    busy = (jax.nn.one_hot(assoc, params.n_cells) * active[:, None]).sum(0) > 0
+    dl, ul = channel.sinr_per_rb(params, gain, assoc, fading, busy)
+    return (channel.rate_per_rb_bps(params, dl).mean(-1), channel.rate_per_rb_bps(params, ul).mean(-1))
+
+
+def _new_slot(key, params: EnvParams, state: EnvState) -> EnvState:
+    k_task, k_fade = jax.random.split(key)
+    active, ttype, pt, ot = draw_tasks(k_task, params)
+    fading = channel.rayleigh_fading(k_fade, params)
+    dl, ul = slot_rates(params, state.gain, state.assoc, active, fading)
+    return state.replace(active=active, task_type=ttype, prompt_tokens=pt, output_tokens=ot,
+                         dl_rate_rb_bps=dl, ul_rate_rb_bps=ul)
+
+
+def reset(key, params: EnvParams):
+    k_drop, k_ls, k_bg, k_slot = jax.random.split(key, 4)
+    xy = channel.drop_users(k_drop, params)
+    gain, assoc, _ = channel.large_scale(k_ls, params, xy)
+    bg = jnp.floor(jax.random.uniform(k_bg, (params.n_servers,)) * (params.srv_bg_max + 1)).astype(jnp.int32)
+    u = params.n_users
+    zf, zi = jnp.zeros((u,)), jnp.zeros((u,), jnp.int32)
+    state = EnvState(xy, gain, assoc, zi.astype(bool), zi, zf, zf, zf, zf,
+                     inference.empty_servers(params, bg), jnp.int32(0))
+    state = _new_slot(k_slot, params, state)
+    return get_obs(params, state), state
+
+
+def task_server(params: EnvParams, assoc, action):
+    """Server index of each user's task under `action`, [U]."""
+    return params.act_server_base[action] + params.act_is_edge[action] * assoc
+
+
+def get_obs(params: EnvParams, state: EnvState) -> Observation:
+    load = inference.server_load(state.servers)                                  # [V]
+    acts = jnp.arange(params.n_actions)
+    srv_ua = task_server(params, state.assoc[:, None], acts[None, :])             # [U, A]
+    own = jax.nn.one_hot(state.assoc, params.n_cells) * state.active[:, None]
+    n_cell = own.sum(0)[state.assoc]
+    tt = state.task_type
+    return Observation(
+        mask=state.active, task_type=tt, prompt_tokens=state.prompt_tokens, output_tokens=state.output_tokens,
+        budget_s=params.budget_s[tt], min_quality=params.min_quality[tt],
+        sinr_db=channel.effective_sinr_db(params, state.dl_rate_rb_bps),
+        load_seqs=load[srv_ua].astype(jnp.float32),
+        n_tasks=jnp.full((params.n_users,), state.active.sum(), jnp.float32),
+        n_cell_tasks=n_cell, cell=state.assoc, slot=state.t, state=state)
+
+
+@struct.dataclass
+class RadioDelays:
+    uplink_s: jnp.ndarray    # [U]
+    downlink_s: jnp.ndarray  # [U]
+
+
+def radio_delays(params: EnvParams, state: EnvState) -> RadioDelays:
+    """Uplink (prompt) and downlink (content) transfer times; independent of the action."""
+    tt = state.task_type
+    ul_bits = state.prompt_tokens * params.prompt_bits_per_token
+    dl_bits = state.output_tokens * params.bits_per_output_token[tt]
+    n_ul = allocation.allocate_rbs(params, state.assoc, state.active, ul_bits, state.ul_rate_rb_bps)
+    n_dl = allocation.allocate_rbs(params, state.assoc, state.active, dl_bits, state.dl_rate_rb_bps)
+    return RadioDelays(allocation.transfer_time_s(ul_bits, n_ul, state.ul_rate_rb_bps),
+                       allocation.transfer_time_s(dl_bits, n_dl, state.dl_rate_rb_bps))
+
+
+def task_reward(params: EnvParams, quality, delay_s, budget_s, min_quality):
+    """r = quality - w_delay delay/budget - w_miss [delay > budget or quality < min]; and success."""
+    ok = (delay_s <= budget_s) & (quality >= min_quality)
+    return quality - params.w_delay * delay_s / budget_s - params.w_miss * (~ok), ok
+
+
+def evaluate(params: EnvParams, state: EnvState, action, radio: RadioDelays | None = None):
+    """Serve the slot's tasks under `action`: (servers after the slot, info dict of [U] arrays)."""
+    radio = radio_delays(params, state) if radio is None else radio
+    action = jnp.clip(action.astype(jnp.int32), 0, params.n_actions - 1)
+    tt, valid = state.task_type, state.active
+    server = task_server(params, state.assoc, action)
+    srv, entry, accepted = inference.enqueue(params, state.servers, server, valid,
+                                             state.output_tokens, state.prompt_tokens)
+    srv, queue_pos = inference.admit(params, srv)
+    sched = inference.batch_schedule(params, srv)
+    wait_all, dec_wait_all = inference.waiting_schedule(params, srv, sched, queue_pos)
+    e = jnp.minimum(entry, params.max_seqs - 1)
+    running = srv.status[server, e] == inference.RUNNING
+    decode = jnp.where(running, sched.done_s[server, e], dec_wait_all[server, e])
+    wait = jnp.where(running, 0.0, wait_all[server, e])
+    cloud = ~params.act_is_edge[action]
+    dl_bits = state.output_tokens * params.bits_per_output_token[tt]
+    ul_bits = state.prompt_tokens * params.prompt_bits_per_token
+    backhaul = cloud * (2.0 * params.backhaul_latency_s + (ul_bits + dl_bits) / params.backhaul_bps)
+    prefill = inference.prefill_s(params, server, state.prompt_tokens)
+    budget, qmin = params.budget_s[tt], params.min_quality[tt]
+    delay = radio.uplink_s + backhaul + wait + prefill + decode + radio.downlink_s
+    quality = params.quality[action, tt]
+    refused = valid & ~accepted
+    delay = jnp.where(refused, params.reject_factor * budget, delay)
+    quality = jnp.where(refused, 0.0, quality)
+    reward, ok = task_reward(params, quality, delay, budget, qmin)
+    z = lambda x: jnp.where(valid, x, 0.0)  # noqa: E731
+    info = {"delay_s": z(delay), "uplink_s": z(radio.uplink_s), "backhaul_s": z(backhaul),
+            "wait_s": z(wait), "prefill_s": z(prefill), "decode_s": z(decode), "downlink_s": z(radio.downlink_s),
+            "quality": z(quality), "success": valid & ok, "reward": z(reward), "refused": refused,
+            "mask": valid, "action": action, "task_type": tt}
+    return inference.advance(params, srv, sched), info
+
+
+def slot_reward(info):
+    """Mean reward over the slot's tasks (0 for an empty slot)."""
+    n = info["mask"].sum()
+    return jnp.where(n > 0, info["reward"].sum() / jnp.maximum(n, 1), 0.0)
+
+
+def step(key, state: EnvState, action, params: EnvParams):
+    servers, info = evaluate(params, state, action)
+    k_bg, k_slot = jax.random.split(key)
+    servers = servers.replace(bg_seqs=inference.bg_walk(k_bg, params, servers.bg_seqs))
+    state = _new_slot(k_slot, params, state.replace(servers=servers, t=state.t + 1))
+    done = state.t >= params.horizon
+    return get_obs(params, state), state, slot_reward(info), done, info
