@@ -357,8 +357,8 @@ class RewardConfig:
 
 @dataclass(frozen=True)
 class OracleConfig:
-    max_exhaustive_tasks: int = 7   # exhaustive over K^n assignments of the first n tasks of a slot
-    sweeps: int = 2                 # coordinate-ascent sweeps over all tasks afterwards
+    max_exhaustive_tasks: int = 5   # exhaustive over K^n assignments of the first n tasks of a slot
+    sweeps: int = 1                 # coordinate-ascent sweeps over all tasks afterwards
 
     def validate(self, p: str) -> None:
         _num(f"{p}.max_exhaustive_tasks", self.max_exhaustive_tasks, 0, 12, integer=True)

@@ -1,0 +1,62 @@
+"""Decision makers that need no learning.
+
+Every policy has the signature ``policy(key, obs, params) -> action [U] int32``
+(``params`` is the environment's :class:`~jaxsim.params.EnvParams`); they are
+pure JAX and run inside the jitted rollout.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxsim import inference
+from jaxsim.env import Observation, task_reward
+from jaxsim.params import EnvParams
+
+
+def random_policy(key, obs: Observation, params: EnvParams):
+    """Uniformly random action for every task."""
+    return jax.random.randint(key, obs.mask.shape, 0, params.n_actions).astype(jnp.int32)
+
+
+def single_site(action_index: int):
+    """The policy that sends every task to action `action_index` (edge-only, cloud-only, ...)."""
+    def policy(key, obs: Observation, params: EnvParams):
+        del key, params
+        return jnp.full(obs.mask.shape, action_index, jnp.int32)
+    policy.__name__ = f"single_site_{action_index}"
+    return policy
+
+
+def estimate_rewards(obs: Observation, params: EnvParams):
+    """Each task's reward under each action, estimated from the observation alone, [U, A].
+
+    Transfers: an equal RB share of the user's cell at the observed downlink SINR (both ways).
+    Decode: output tokens x the roofline step time with one more sequence than the server's
+    observed load, at the background context length. Waiting and refusals are ignored.
+    """
+    a = jnp.arange(params.n_actions)
+    srv = params.act_server_base[a]                                   # [A] a representative server
+    rate = params.rb_hz * jnp.minimum(jnp.log2(1.0 + 10.0 ** (obs.sinr_db / 10.0) / params.gap_lin), params.max_se)
+    n_rb = params.n_rb / jnp.maximum(obs.n_cell_tasks, 1.0)
+    ul_bits = obs.prompt_tokens * params.prompt_bits_per_token
+    dl_bits = obs.output_tokens * params.bits_per_output_token[obs.task_type]
+    radio = (ul_bits + dl_bits) / jnp.maximum(n_rb * rate, 1e-9)      # [U]
+    cloud = ~params.act_is_edge                                       # [A]
+    backhaul = cloud[None, :] * (2.0 * params.backhaul_latency_s + (ul_bits + dl_bits)[:, None] / params.backhaul_bps)
+    prefill = jax.vmap(lambda s: inference.prefill_s(params, s, obs.prompt_tokens), out_axes=1)(srv)
+    b = obs.load_seqs + 1.0                                            # [U, A]
+    step = (jnp.maximum(2.0 * params.srv_n_params[srv] * b / params.srv_flops[srv],
+                        (params.srv_weight_bytes[srv] + b * params.bg_context * params.srv_kv_bytes[srv])
+                        / params.srv_bw[srv]))
+    delay = radio[:, None] + backhaul + prefill + obs.output_tokens[:, None] * step
+    quality = params.quality[:, obs.task_type].T                       # [U, A]
+    r, _ = task_reward(params, quality, delay, obs.budget_s[:, None], obs.min_quality[:, None])
+    return r
+
+
+def greedy_policy(key, obs: Observation, params: EnvParams):
+    """Each task's best estimated reward on its own, given the observed backlogs."""
+    del key
+    return jnp.argmax(estimate_rewards(obs, params), axis=-1).astype(jnp.int32)
