@@ -15,6 +15,14 @@ from .params import EnvParams
 N_DROP_CANDIDATES = 8  # rejection sampling for the minimum distance: first valid of 8 draws
 
 
+def uniform(key, shape, lo=0.0, hi=1.0):
+    """U(lo, hi) draws of `shape`, drawn flat and reshaped (XLA compiles flat threefry much faster)."""
+    n = 1
+    for s in shape:
+        n *= s
+    return jax.random.uniform(key, (n,), minval=lo, maxval=hi).reshape(shape)
+
+
 def pathloss_umi_db(d2d_m, d3d_m, fc_ghz, h_ut_m):
     """TR 38.901 Table 7.4.1-1 UMi street canyon: (PL_LOS, PL_NLOS) in dB."""
     pl_los = 32.4 + 21.0 * jnp.log10(d3d_m) + 20.0 * jnp.log10(fc_ghz)
@@ -32,9 +40,9 @@ def los_probability_umi(d2d_m):
 def drop_users(key, params: EnvParams):
     """Users uniform in the hexagon of each cell (min distance to its BS), [U, 2] in m, cell-major."""
     m, upc, k = params.n_cells, params.users_per_cell, N_DROP_CANDIDATES
-    k_tri, k_uv = jax.random.split(key)
-    tri = jax.random.randint(k_tri, (m, upc, k), 0, 6)
-    uv = jax.random.uniform(k_uv, (m, upc, k, 2))
+    r = uniform(key, (m, upc, k, 3))             # one draw: triangle, then (u, v)
+    tri = jnp.floor(r[..., 0] * 6.0)
+    uv = r[..., 1:]
     flip = uv.sum(-1, keepdims=True) > 1.0
     uv = jnp.where(flip, 1.0 - uv[..., ::-1], uv)
     ang0 = jnp.pi / 6 + tri * (jnp.pi / 3)           # hexagon vertices at 30 + 60 k degrees
@@ -53,20 +61,20 @@ def large_scale(key, params: EnvParams, ue_xy_m):
     Returns (long-term gain [U, M] linear, association [U] int, d2d [U, M] m).
     Association is to the BS with the largest long-term gain.
     """
-    k_los, k_sh = jax.random.split(key)
     d2d = jnp.linalg.norm(ue_xy_m[:, None, :] - params.bs_xy_m[None, :, :], axis=-1)
     d3d = jnp.sqrt(d2d ** 2 + (params.h_bs_m - params.h_ut_m) ** 2)
     pl_los, pl_nlos = pathloss_umi_db(d2d, d3d, params.carrier_ghz, params.h_ut_m)
-    los = jax.random.uniform(k_los, d2d.shape) < los_probability_umi(d2d)
+    u = uniform(key, (2, *d2d.shape), 1e-7, 1.0 - 1e-7)   # one draw
+    los = u[0] < los_probability_umi(d2d)
     sigma = jnp.where(los, params.shadow_los_db, params.shadow_nlos_db)
-    loss_db = jnp.where(los, pl_los, pl_nlos) + sigma * jax.random.normal(k_sh, d2d.shape)
+    loss_db = jnp.where(los, pl_los, pl_nlos) + sigma * jax.scipy.special.ndtri(u[1])
     gain = 10.0 ** (-loss_db / 10.0)
     return gain, jnp.argmax(gain, axis=1).astype(jnp.int32), d2d
 
 
 def rayleigh_fading(key, params: EnvParams):
-    """|h|^2 ~ Exp(1) per user, BS and RB for one slot: [U, M, K]."""
-    return jax.random.exponential(key, (params.n_users, params.n_cells, params.n_rb))
+    """|h|^2 ~ Exp(1) per user, BS and RB for one slot: [U, M, K] (inverse CDF of one uniform draw)."""
+    return -jnp.log1p(-uniform(key, (params.n_users, params.n_cells, params.n_rb)))
 
 
 def interference_activity(params: EnvParams, cell_busy):

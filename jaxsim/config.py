@@ -357,7 +357,7 @@ class RewardConfig:
 
 @dataclass(frozen=True)
 class OracleConfig:
-    max_exhaustive_tasks: int = 5   # exhaustive over K^n assignments of the first n tasks of a slot
+    max_exhaustive_tasks: int = 4   # exhaustive over K^n assignments of the first n tasks of a slot
     sweeps: int = 1                 # coordinate-ascent sweeps over all tasks afterwards
 
     def validate(self, p: str) -> None:

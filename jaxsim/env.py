@@ -66,18 +66,19 @@ class Observation:
 
 
 def draw_tasks(key, params: EnvParams):
-    """Bernoulli arrivals, task types and log-normal token counts (mean preserved)."""
-    k_a, k_t, k_p, k_o = jax.random.split(key, 4)
+    """Bernoulli arrivals, task types and log-normal token counts (mean preserved), from one draw."""
     u = params.n_users
-    active = jax.random.uniform(k_a, (u,)) < params.p_task
-    ttype = jax.random.categorical(k_t, params.type_logits, shape=(u,)).astype(jnp.int32)
+    r = channel.uniform(key, (4, u), 1e-7, 1.0 - 1e-7)
+    active = r[0] < params.p_task
+    cdf = jnp.cumsum(jax.nn.softmax(params.type_logits))
+    ttype = jnp.minimum(jnp.searchsorted(cdf, r[1] * cdf[-1], side="right"), params.n_types - 1).astype(jnp.int32)
     sig = params.token_sigma
 
-    def tokens(k, mean):
-        x = mean * jnp.exp(sig * jax.random.normal(k, (u,)) - 0.5 * sig ** 2)
+    def tokens(x, mean):
+        x = mean * jnp.exp(sig * jax.scipy.special.ndtri(x) - 0.5 * sig ** 2)
         return jnp.clip(jnp.round(x), 1.0, 8.0 * mean)
 
-    return active, ttype, tokens(k_p, params.prompt_tokens[ttype]), tokens(k_o, params.output_tokens[ttype])
+    return active, ttype, tokens(r[2], params.prompt_tokens[ttype]), tokens(r[3], params.output_tokens[ttype])
 
 
 def slot_rates(params: EnvParams, gain, assoc, active, fading):

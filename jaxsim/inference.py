@@ -126,10 +126,11 @@ def enqueue(params: EnvParams, srv: ServerState, server, valid, out_tokens, prom
     oh = jax.nn.one_hot(server, v, dtype=jnp.int32) * valid[:, None]
     q = jnp.take_along_axis(jnp.cumsum(oh, 0) - oh, server[:, None], 1)[:, 0]     # rank on its server
     free = srv.status == FREE
-    free_pos = jnp.argsort(~free, axis=-1, stable=True)                          # free entries first
+    free_rank = jnp.cumsum(free, -1) - 1                                          # [V, S]
     n_free = free.sum(-1)
     accepted = valid & (q < n_free[server])
-    entry = jnp.where(accepted, free_pos[server, jnp.minimum(q, s - 1)], s)        # s: dropped by scatter
+    hit = free[server] & (free_rank[server] == q[:, None])                        # [U, S]: q-th free entry
+    entry = jnp.where(accepted, jnp.argmax(hit, -1), s)                            # s: dropped by scatter
     put = lambda a, x: a.at[server, entry].set(x, mode="drop")                     # noqa: E731
     srv = srv.replace(
         rem_tokens=put(srv.rem_tokens, out_tokens),
@@ -153,7 +154,7 @@ def admit(params: EnvParams, srv: ServerState):
     order = jnp.argsort(key, axis=-1)
     rank = jax.vmap(lambda o: jnp.zeros_like(o).at[o].set(jnp.arange(o.shape[0])))(order)
     take = queued & (rank < cap[:, None])
-    return srv.replace(status=jnp.where(take, RUNNING, srv.status)), rank - cap[:, None]
+    return srv.replace(status=jnp.where(take, RUNNING, srv.status)), rank - jnp.maximum(cap, 0)[:, None]
 
 
 def waiting_schedule(params: EnvParams, srv: ServerState, sched: BatchSchedule, queue_pos):

@@ -54,7 +54,7 @@ def episode_keys(key, start: int, n: int):
 
 def rollout(key, params: EnvParams, policy: Policy, policy_params=None, n_episodes: int = 1,
             chunk: int = 1024, collect_tasks: bool = True, progress: Callable[[int], None] | None = None):
-    """Run `n_episodes` episodes; returns numpy {"reward": [E, H], field: [E, H, U], ...}.
+    """Run `n_episodes` episodes; returns numpy {"slot_reward": [E, H], field: [E, H, U], ...}.
 
     Each chunk of episodes is sharded over the local devices (padded to a multiple of the
     device count); ``progress(n_done)`` is called after each chunk.
@@ -72,7 +72,7 @@ def rollout(key, params: EnvParams, policy: Policy, policy_params=None, n_episod
         keys = episode_keys(key, start, chunk)          # full chunk: one compiled shape
         keys = jax.device_put(keys, sharding)
         rewards, tasks = _run_batch(keys, params, policy, policy_params, collect_tasks)
-        outs.append(jax.tree.map(lambda x: np.asarray(x)[:n], {"reward": rewards, **tasks}))
+        outs.append(jax.tree.map(lambda x: np.asarray(x)[:n], {"slot_reward": rewards, **tasks}))
         if progress is not None:
             progress(n)
     return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}

@@ -1,0 +1,313 @@
+"""NumPy float64 reference of the per-slot physics and delays.
+
+Written plainly (explicit loops over cells, servers and users; episodes as the
+leading axis of every array), independent of JAX, for tests and the
+kernel-versus-reference benchmark. Random draws are inputs, so the kernel's
+draws can be replayed here; :func:`simulate` draws its own with NumPy for the
+benchmark.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from .params import EnvParams
+
+FREE, RUNNING, QUEUED = 0, 1, 2
+
+
+def to_numpy(params: EnvParams) -> EnvParams:
+    """The same params with float64 NumPy leaves."""
+    def conv(x):
+        a = np.asarray(x)
+        return a.astype(np.float64) if np.issubdtype(a.dtype, np.floating) else a
+    return jax.tree.map(conv, params)
+
+
+# ---------------------------------------------------------------- channel
+def pathloss_umi_db(d2d, d3d, fc_ghz, h_ut):
+    pl_los = 32.4 + 21 * np.log10(d3d) + 20 * np.log10(fc_ghz)
+    pl_nlos = np.maximum(pl_los, 35.3 * np.log10(d3d) + 22.4 + 21.3 * np.log10(fc_ghz) - 0.3 * (h_ut - 1.5))
+    return pl_los, pl_nlos
+
+
+def los_probability(d2d):
+    d = np.maximum(d2d, 1e-3)
+    return np.where(d2d <= 18, 1.0, 18 / d + np.exp(-d / 36) * (1 - 18 / d))
+
+
+def large_scale(p: EnvParams, ue_xy, los_u, shadow_z):
+    """ue_xy [E, U, 2]; los_u, shadow_z [E, U, M] uniform / standard-normal draws -> gain, assoc."""
+    d2d = np.linalg.norm(ue_xy[:, :, None, :] - p.bs_xy_m[None, None], axis=-1)
+    d3d = np.sqrt(d2d ** 2 + (p.h_bs_m - p.h_ut_m) ** 2)
+    pl_los, pl_nlos = pathloss_umi_db(d2d, d3d, p.carrier_ghz, p.h_ut_m)
+    los = los_u < los_probability(d2d)
+    loss = np.where(los, pl_los + p.shadow_los_db * shadow_z, pl_nlos + p.shadow_nlos_db * shadow_z)
+    gain = 10 ** (-loss / 10)
+    return gain, gain.argmax(-1)
+
+
+def sinr_per_rb(p: EnvParams, gain, assoc, fading, busy):
+    """gain [E, U, M], assoc [E, U], fading [E, U, M, K], busy [E, M] -> (dl, ul) [E, U, K]."""
+    e_n, u_n, m_n, k_n = fading.shape
+    g = gain[..., None] * fading
+    act = {"full": np.ones((e_n, m_n)), "none": np.zeros((e_n, m_n))}.get(p.interference, busy.astype(float))
+    dl = np.zeros((e_n, u_n, k_n))
+    ul = np.zeros((e_n, u_n, k_n))
+    ei = np.arange(e_n)
+    # mean gain from the users of cell a to BS b: [E, M, M, K]
+    g_from = np.zeros((e_n, m_n, m_n, k_n))
+    for a in range(m_n):
+        in_a = assoc == a
+        cnt = np.maximum(in_a.sum(1), 1)
+        g_from[:, a] = (g * in_a[:, :, None, None]).sum(1) / cnt[:, None, None]
+    for u in range(u_n):
+        m = assoc[:, u]
+        sig = g[ei, u, m]                                   # [E, K]
+        dl_i = np.zeros((e_n, k_n))
+        ul_i = np.zeros((e_n, k_n))
+        for o in range(m_n):
+            other = (m != o)[:, None] * act[:, o][:, None]
+            dl_i += other * g[:, u, o]
+            ul_i += other * g_from[ei, o, m]
+        dl[:, u] = p.bs_power_rb_w * sig / (p.bs_power_rb_w * dl_i + p.noise_rb_ue_w)
+        ul[:, u] = p.ue_power_rb_w * sig / (p.ue_power_rb_w * ul_i + p.noise_rb_bs_w)
+    return dl, ul
+
+
+def rate_per_rb(p: EnvParams, sinr):
+    return p.rb_hz * np.minimum(np.log2(1 + sinr / p.gap_lin), p.max_se)
+
+
+def effective_sinr_db(p: EnvParams, rate):
+    return 10 * np.log10(np.maximum(p.gap_lin * (2 ** (rate / p.rb_hz) - 1), 1e-12))
+
+
+# ---------------------------------------------------------------- allocation
+def allocate_rbs(p: EnvParams, assoc, active, bits, rate):
+    """RBs per user [E, U] (continuous shares, or whole RBs by largest remainder)."""
+    if p.allocator == "equal":
+        w = np.ones(bits.shape)
+    elif p.allocator == "proportional":
+        w = bits / np.maximum(rate, 1e-9)
+    else:
+        w = np.sqrt(bits / np.maximum(rate, 1e-9))
+    w = np.where(active, np.maximum(w, 1e-30), 0.0)
+    n = np.zeros(bits.shape)
+    for m in range(p.n_cells):
+        in_m = (assoc == m) & active                                   # [E, U]
+        share = np.where(in_m, w, 0) / np.maximum(np.where(in_m, w, 0).sum(1, keepdims=True), 1e-30)
+        n = np.where(in_m, p.n_rb * share, n)
+        if not p.integer_rbs:
+            continue
+        for e in np.flatnonzero(in_m.any(1) & (in_m.sum(1) <= p.n_rb)):
+            users = np.flatnonzero(in_m[e])
+            spare = p.n_rb - len(users)
+            x = spare * share[e, users]
+            base = np.floor(x)
+            left = int(round(spare - base.sum()))
+            order = sorted(range(len(users)), key=lambda i: (-(x[i] - base[i]), users[i]))
+            extra = np.zeros(len(users))
+            extra[order[:left]] = 1
+            n[e, users] = 1 + base + extra
+    return n
+
+
+def transfer_time(bits, n_rb, rate):
+    return np.where(bits > 0, bits / np.maximum(n_rb * rate, 1e-9), 0.0)
+
+
+# ---------------------------------------------------------------- servers
+def step_time(p: EnvParams, v, b, ctx):
+    """Roofline decode step of server v with b sequences of mean context ctx, s."""
+    return np.maximum(2 * p.srv_n_params[v] * b / p.srv_flops[v],
+                      (p.srv_weight_bytes[v] + b * ctx * p.srv_kv_bytes[v]) / p.srv_bw[v])
+
+
+def serve_slot(p: EnvParams, srv: dict, assoc, active, ttype, prompt, output, action, ul_s, dl_s):
+    """Enqueue, admit, schedule and advance every server (episodes vectorised); per-task info [E, U]."""
+    srv = {k: v.copy() for k, v in srv.items()}
+    rem, ctxs, status, order, counter, bg = (srv[k] for k in ("rem", "ctx", "status", "order", "counter", "bg"))
+    e_n, u_n = assoc.shape
+    s_n, v_n = p.max_seqs, p.n_servers
+    ei = np.arange(e_n)
+    server = p.act_server_base[action] + p.act_is_edge[action] * assoc        # [E, U]
+    entry = np.full((e_n, u_n), -1)
+    for u in range(u_n):                                  # FIFO by user index
+        v = server[:, u]
+        free = status[ei, v] == FREE                      # [E, S]
+        ok = active[:, u] & free.any(1)
+        i = free.argmax(1)
+        e = ei[ok]
+        rem[e, v[ok], i[ok]] = output[ok, u]
+        ctxs[e, v[ok], i[ok]] = prompt[ok, u]
+        status[e, v[ok], i[ok]] = QUEUED
+        order[e, v[ok], i[ok]] = counter[e, v[ok]]
+        counter[e, v[ok]] += 1
+        entry[ok, u] = i[ok]
+    done_s = np.full((e_n, v_n, s_n), np.inf)
+    wait_s = np.zeros((e_n, v_n, s_n))
+    dec_wait = np.zeros((e_n, v_n, s_n))
+    for v in range(v_n):
+        st = status[:, v]
+        cap = np.minimum(p.srv_b_max[v] - bg[:, v], s_n) - (st == RUNNING).sum(1)
+        key = np.where(st == QUEUED, order[:, v], np.iinfo(np.int32).max)
+        rank = np.argsort(np.argsort(key, 1, kind="stable"), 1, kind="stable")
+        st[(st == QUEUED) & (rank < cap[:, None])] = RUNNING
+        k_wait = rank - np.maximum(cap, 0)[:, None]                          # 0-based among waiters
+        run = st == RUNNING
+        n = run.sum(1)
+        ctx = ((ctxs[:, v] * run).sum(1) + bg[:, v] * p.bg_context) / np.maximum(n + bg[:, v], 1)
+        srt = np.argsort(np.where(run, rem[:, v], np.inf), 1, kind="stable")
+        r_sorted = np.take_along_axis(np.where(run, rem[:, v], 0.0), srt, 1)
+        t, r_prev = np.zeros(e_n), np.zeros(e_n)
+        t_sorted = np.full((e_n, s_n), np.inf)
+        steps = np.zeros(e_n)
+        for j in range(s_n):
+            live = j < n
+            dt = step_time(p, v, n - j + bg[:, v], ctx)
+            t_new = t + (r_sorted[:, j] - r_prev) * dt
+            inside = live & (t < p.slot_s) & (p.slot_s < t_new)
+            steps = np.where(inside, r_prev + (p.slot_s - t) / dt, steps)
+            t = np.where(live, t_new, t)
+            t_sorted[:, j] = np.where(live, t, np.inf)
+            r_prev = np.where(live, r_sorted[:, j], r_prev)
+        np.put_along_axis(done_s[:, v], srt, t_sorted, 1)
+        nn = np.maximum(n, 1)[:, None]
+        kk = np.clip(k_wait, 0, None)
+        ceil = lambda x: np.ceil(x / p.slot_s) * p.slot_s  # noqa: E731
+        t_k = np.take_along_axis(t_sorted, np.minimum(kk % nn, s_n - 1), 1)
+        t_last = np.take_along_axis(t_sorted, nn - 1, 1)
+        wait_s[:, v] = ceil(t_k) + (kk // nn) * ceil(t_last)
+        dec_wait[:, v] = rem[:, v] * step_time(p, v, n + bg[:, v], ctx)[:, None]
+        fin = run & (done_s[:, v] <= p.slot_s)
+        go = run & ~fin
+        rem[:, v] = np.where(go, np.maximum(rem[:, v] - steps[:, None], 0), np.where(fin, 0, rem[:, v]))
+        ctxs[:, v] = np.where(go, ctxs[:, v] + steps[:, None], np.where(fin, 0, ctxs[:, v]))
+        st[fin] = FREE
+    # per-task delays
+    budget, qmin = p.budget_s[ttype], p.min_quality[ttype]
+    ul_bits = prompt * p.prompt_bits_per_token
+    dl_bits = output * p.bits_per_output_token[ttype]
+    cloud = ~p.act_is_edge[action]
+    bh = cloud * (2 * p.backhaul_latency_s + (ul_bits + dl_bits) / p.backhaul_bps)
+    pre = (2 * p.srv_n_params[server] * prompt
+           + p.prefill_attention * 2 * p.srv_n_layers[server] * prompt ** 2 * p.srv_d_model[server]) / p.srv_flops[server]
+    e2 = np.broadcast_to(ei[:, None], (e_n, u_n))
+    i2 = np.maximum(entry, 0)
+    d_run = done_s[e2, server, i2]
+    running = np.isfinite(d_run)
+    wait = np.where(running, 0.0, wait_s[e2, server, i2])
+    dec = np.where(running, d_run, dec_wait[e2, server, i2])
+    refused = active & (entry < 0)
+    delay = np.where(refused, p.reject_factor * budget, ul_s + bh + wait + pre + dec + dl_s)
+    q = np.where(refused, 0.0, p.quality[action, ttype])
+    ok = (delay <= budget) & (q >= qmin)
+    reward = q - p.w_delay * delay / budget - p.w_miss * ~ok
+    z = lambda x: np.where(active, x, 0.0)  # noqa: E731
+    info = {"delay_s": z(delay), "wait_s": z(wait), "decode_s": z(dec), "prefill_s": z(pre), "backhaul_s": z(bh),
+            "uplink_s": z(ul_s), "downlink_s": z(dl_s), "quality": z(q), "success": active & ok,
+            "reward": z(reward), "refused": refused}
+    return info, srv
+
+
+def radio_delays(p: EnvParams, assoc, active, ttype, prompt, output, dl_rate, ul_rate):
+    ul_bits = prompt * p.prompt_bits_per_token
+    dl_bits = output * p.bits_per_output_token[ttype]
+    ul = transfer_time(ul_bits, allocate_rbs(p, assoc, active, ul_bits, ul_rate), ul_rate)
+    dl = transfer_time(dl_bits, allocate_rbs(p, assoc, active, dl_bits, dl_rate), dl_rate)
+    return ul, dl
+
+
+def slot_rates(p: EnvParams, gain, assoc, active, fading):
+    busy = np.zeros((assoc.shape[0], p.n_cells), bool)
+    for m in range(p.n_cells):
+        busy[:, m] = ((assoc == m) & active).any(1)
+    dl, ul = sinr_per_rb(p, gain, assoc, fading, busy)
+    return rate_per_rb(p, dl).mean(-1), rate_per_rb(p, ul).mean(-1)
+
+
+def greedy_actions(p: EnvParams, load_seqs, active, assoc, ttype, prompt, output, dl_rate):
+    """The greedy heuristic of baselines.heuristics, in NumPy: [E, U] actions."""
+    n_cell = np.zeros_like(prompt)
+    for m in range(p.n_cells):
+        n_cell += (assoc == m) * ((assoc == m) & active).sum(1, keepdims=True)
+    sinr = 10 ** (effective_sinr_db(p, dl_rate) / 10)
+    rate = p.rb_hz * np.minimum(np.log2(1 + sinr / p.gap_lin), p.max_se)
+    n_rb = p.n_rb / np.maximum(n_cell, 1)
+    ul_bits = prompt * p.prompt_bits_per_token
+    dl_bits = output * p.bits_per_output_token[ttype]
+    best = np.full(prompt.shape, -np.inf)
+    act = np.zeros(prompt.shape, np.int32)
+    for a in range(p.n_actions):
+        v = p.act_server_base[a]
+        radio = (ul_bits + dl_bits) / np.maximum(n_rb * rate, 1e-9)
+        bh = (not p.act_is_edge[a]) * (2 * p.backhaul_latency_s + (ul_bits + dl_bits) / p.backhaul_bps)
+        pre = (2 * p.srv_n_params[v] * prompt
+               + p.prefill_attention * 2 * p.srv_n_layers[v] * prompt ** 2 * p.srv_d_model[v]) / p.srv_flops[v]
+        b = load_seqs[..., a] + 1
+        step = np.maximum(2 * p.srv_n_params[v] * b / p.srv_flops[v],
+                          (p.srv_weight_bytes[v] + b * p.bg_context * p.srv_kv_bytes[v]) / p.srv_bw[v])
+        delay = radio + bh + pre + output * step
+        q = p.quality[a][ttype]
+        ok = (delay <= p.budget_s[ttype]) & (q >= p.min_quality[ttype])
+        r = q - p.w_delay * delay / p.budget_s[ttype] - p.w_miss * ~ok
+        act = np.where(r > best, a, act)
+        best = np.maximum(r, best)
+    return act
+
+
+def simulate(p: EnvParams, n_episodes: int, seed: int = 0):
+    """Whole episodes with greedy actions, NumPy draws; returns mean slot reward [E, H]."""
+    rng = np.random.default_rng(seed)
+    e_n, u_n, m_n = n_episodes, p.n_users, p.n_cells
+    # drop: uniform in each cell's hexagon (rejection of the minimum distance)
+    xy = np.zeros((e_n, u_n, 2))
+    for u in range(u_n):
+        cell = u // p.users_per_cell
+        pts = np.zeros((e_n, 2))
+        todo = np.ones(e_n, bool)
+        while todo.any():
+            k = rng.integers(0, 6, e_n)
+            uv = rng.random((e_n, 2))
+            flip = uv.sum(1) > 1
+            uv[flip] = 1 - uv[flip][:, ::-1]
+            a0 = np.pi / 6 + k * np.pi / 3
+            v0 = np.stack([np.cos(a0), np.sin(a0)], 1) * p.cell_radius_m
+            v1 = np.stack([np.cos(a0 + np.pi / 3), np.sin(a0 + np.pi / 3)], 1) * p.cell_radius_m
+            off = uv[:, :1] * v0 + uv[:, 1:] * v1
+            ok = todo & (np.linalg.norm(off, axis=1) >= p.min_dist_m)
+            pts[ok] = off[ok]
+            todo &= ~ok
+        xy[:, u] = p.bs_xy_m[cell] + pts
+    gain, assoc = large_scale(p, xy, rng.random((e_n, u_n, m_n)), rng.standard_normal((e_n, u_n, m_n)))
+    v_n, s_n = p.n_servers, p.max_seqs
+    srv = {"rem": np.zeros((e_n, v_n, s_n)), "ctx": np.zeros((e_n, v_n, s_n)),
+           "status": np.zeros((e_n, v_n, s_n), np.int32), "order": np.zeros((e_n, v_n, s_n), np.int32),
+           "counter": np.zeros((e_n, v_n), np.int32),
+           "bg": np.floor(rng.random((e_n, v_n)) * (p.srv_bg_max + 1)).astype(np.int32)}
+    probs = np.exp(p.type_logits - p.type_logits.max())
+    probs /= probs.sum()
+    rewards = np.zeros((e_n, p.horizon))
+    for t in range(p.horizon):
+        active = rng.random((e_n, u_n)) < p.p_task
+        ttype = rng.choice(len(probs), size=(e_n, u_n), p=probs)
+        sig = p.token_sigma
+
+        def tokens(mean):
+            return np.clip(np.round(mean * np.exp(sig * rng.standard_normal((e_n, u_n)) - sig ** 2 / 2)), 1, 8 * mean)
+        prompt, output = tokens(p.prompt_tokens[ttype]), tokens(p.output_tokens[ttype])
+        fading = rng.exponential(size=(e_n, u_n, m_n, p.n_rb))
+        dl_rate, ul_rate = slot_rates(p, gain, assoc, active, fading)
+        load_v = (srv["status"] != FREE).sum(-1) + srv["bg"]                     # [E, V]
+        load = np.stack([np.take_along_axis(load_v, p.act_server_base[a] + p.act_is_edge[a] * assoc, 1)
+                         for a in range(p.n_actions)], -1)
+        action = greedy_actions(p, load, active, assoc, ttype, prompt, output, dl_rate)
+        ul_s, dl_s = radio_delays(p, assoc, active, ttype, prompt, output, dl_rate, ul_rate)
+        info, srv = serve_slot(p, srv, assoc, active, ttype, prompt, output, action, ul_s, dl_s)
+        n = active.sum(1)
+        rewards[:, t] = np.where(n > 0, (info["reward"] * active).sum(1) / np.maximum(n, 1), 0)
+        step = rng.integers(-p.srv_bg_step, p.srv_bg_step + 1, size=(e_n, v_n))
+        srv["bg"] = np.clip(srv["bg"] + step, 0, p.srv_bg_max)
+    return rewards

@@ -1,0 +1,163 @@
+"""Monte Carlo comparison of offloading policies on one scenario.
+
+    jaxsim-montecarlo                       # defaults: every heuristic + oracle, 16 episodes
+    jaxsim-montecarlo --config my.toml --policies greedy,oracle --episodes 200 --out runs/x
+
+Writes into the run directory (every file atomically; a rerun with the same
+--out, config, seed and episode count skips the policies already finished):
+  config.toml, run.json                         what was run
+  policies/<name>/episodes.csv                  per-episode metrics
+  policies/<name>/tasks.csv                     per-task outcomes and delay parts
+  policies/<name>/summary.json                  means with 95% intervals, per task type
+  summary.json                                  all policies
+and prints a summary table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from baselines.registry import default_policies, make_policy, policy_names
+from jaxsim.config import ConfigError, SimConfig, atomic_write_bytes, config_to_dict, load_config, save_config
+from jaxsim.metrics import episode_metrics, summarise
+from jaxsim.params import make_params
+from jaxsim.rollout import TASK_FIELDS, rollout
+
+
+def _csv_bytes(header: list[str], rows) -> bytes:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue().encode()
+
+
+def write_json(path: str, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, allow_nan=True) + "\n").encode())
+
+
+def config_hash(cfg: SimConfig) -> str:
+    return hashlib.sha256(json.dumps(config_to_dict(cfg), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def write_policy_results(pdir: str, out: dict, cfg: SimConfig, extra: dict) -> dict:
+    """Per-episode CSV, per-task CSV and summary JSON of one policy; returns the summary."""
+    os.makedirs(pdir, exist_ok=True)
+    types, actions = cfg.type_names, cfg.action_names
+    em = episode_metrics(out)
+    ep_rows = [[e, *(f"{em[k][e]:.6g}" for k in ("reward", "service_quality", "delay_s", "quality")),
+                int(em["n_tasks"][e])] for e in range(out["slot_reward"].shape[0])]
+    atomic_write_bytes(os.path.join(pdir, "episodes.csv"), _csv_bytes(
+        ["episode", "reward", "service_quality", "mean_delay_s", "mean_quality", "n_tasks"], ep_rows))
+    e_i, t_i, u_i = np.nonzero(out["mask"])
+    num = [f for f in TASK_FIELDS if f not in ("mask", "task_type", "action", "success", "refused")]
+    rows = zip(e_i, t_i, u_i, (types[k] for k in out["task_type"][e_i, t_i, u_i]),
+               (actions[k] for k in out["action"][e_i, t_i, u_i]),
+               *([f"{x:.6g}" for x in out[f][e_i, t_i, u_i]] for f in num),
+               out["success"][e_i, t_i, u_i].astype(int), out["refused"][e_i, t_i, u_i].astype(int))
+    atomic_write_bytes(os.path.join(pdir, "tasks.csv"), _csv_bytes(
+        ["episode", "slot", "user", "task_type", "action", *num, "success", "refused"], rows))
+    summary = {**summarise(out, types), **extra, "actions": actions}
+    write_json(os.path.join(pdir, "summary.json"), summary)
+    return summary
+
+
+def print_table(summaries: dict[str, dict], file=sys.stdout) -> None:
+    oracle = summaries.get("oracle", {}).get("reward", {}).get("mean")
+    hdr = f"{'policy':<18} {'reward':>16} {'service quality':>17} {'delay s':>8} {'quality':>8} {'gap to oracle':>14}"
+    print(hdr, file=file)
+    print("-" * len(hdr), file=file)
+    for name, s in summaries.items():
+        r, q = s["reward"], s["service_quality"]
+        gap = "" if oracle is None or oracle == 0 else f"{(oracle - r['mean']) / abs(oracle):+.1%}"
+        print(f"{name:<18} {r['mean']:>8.3f} ± {r['ci95']:<5.3f} {q['mean']:>9.3f} ± {q['ci95']:<5.3f} "
+              f"{s['delay_s']['mean']:>8.2f} {s['quality']['mean']:>8.3f} {gap:>14}", file=file)
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(prog="jaxsim-montecarlo", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", help="scenario TOML (default: the DESIGN.md defaults)")
+    ap.add_argument("--policies", help="comma-separated policy names (default: every heuristic and the oracle)")
+    ap.add_argument("--episodes", type=int, default=16, help="episodes per policy (default 16)")
+    ap.add_argument("--seed", type=int, default=0, help="base seed; every policy sees the same episodes")
+    ap.add_argument("--out", help="run directory (default runs/montecarlo-<config hash>-s<seed>-e<episodes>)")
+    ap.add_argument("--chunk", type=int, default=8, help="episodes per compiled batch (default 8)")
+    ap.add_argument("--checkpoint", help="PPO checkpoint directory for --policies ppo")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        if args.episodes < 1:
+            raise ConfigError(f"--episodes = {args.episodes}: allowed >= 1")
+        if args.chunk < 1:
+            raise ConfigError(f"--chunk = {args.chunk}: allowed >= 1")
+        names = args.policies.split(",") if args.policies else default_policies(cfg)
+        names = [n.strip() for n in names if n.strip()]
+        if not names:
+            raise ConfigError("--policies: no policy given")
+        bad = [n for n in names if n not in policy_names(cfg)]
+        if bad:
+            raise ConfigError(f"--policies: unknown {bad}; allowed: {', '.join(policy_names(cfg))}")
+        policies = {n: make_policy(n, cfg, args.checkpoint) for n in names}
+    except (ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    params = make_params(cfg)
+    chash = config_hash(cfg)
+    run_dir = args.out or os.path.join("runs", f"montecarlo-{chash}-s{args.seed}-e{args.episodes}")
+    os.makedirs(run_dir, exist_ok=True)
+    meta = {"config_hash": chash, "seed": args.seed, "episodes": args.episodes,
+            "devices": [str(d) for d in jax.local_devices()], "jax": jax.__version__}
+    meta_path = os.path.join(run_dir, "run.json")
+    same_run = False
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            old = json.load(f)
+        same_run = all(old.get(k) == meta[k] for k in ("config_hash", "seed", "episodes"))
+    save_config(cfg, os.path.join(run_dir, "config.toml"))
+    write_json(meta_path, {**meta, "policies": names})
+
+    summaries: dict[str, dict] = {}
+    summary_path = os.path.join(run_dir, "summary.json")
+    key = jax.random.PRNGKey(args.seed)
+    for name, (policy, pparams) in policies.items():
+        pdir = os.path.join(run_dir, "policies", name)
+        done_path = os.path.join(pdir, "summary.json")
+        if same_run and os.path.exists(done_path):
+            with open(done_path) as f:
+                summaries[name] = json.load(f)
+            print(f"{name}: already in {pdir}, skipped")
+            continue
+        t0 = time.perf_counter()
+        with tqdm(total=args.episodes, desc=name, unit="ep", leave=False) as bar:
+            out = rollout(key, params, policy, pparams, args.episodes, chunk=args.chunk, progress=bar.update)
+        wall = time.perf_counter() - t0
+        decisions = int(out["mask"].sum())
+        summaries[name] = write_policy_results(pdir, out, cfg, {
+            "policy": name, "episodes": args.episodes, "wall_s": wall,
+            "decisions_per_s": decisions / wall if wall > 0 else math.nan})
+        write_json(summary_path, {"run": meta, "policies": summaries})
+    write_json(summary_path, {"run": meta, "policies": summaries})
+    print(f"\n{args.episodes} episodes x {cfg.episode.horizon} slots per policy; 95% intervals over episodes; "
+          f"results in {run_dir}")
+    print_table(summaries)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
