@@ -103,7 +103,8 @@ def sinr_per_rb(params: EnvParams, gain, assoc, fading, cell_busy):
     # mean gain from the users of cell m' to BS m on RB k: [M', M, K]
     n_in_cell = jnp.maximum(own.sum(0), 1.0)
     g_from_cell = jnp.einsum("um,unk->mnk", own, g) / n_in_cell[:, None, None]
-    ul_int_at_bs = jnp.einsum("m,mnk->nk", act, g_from_cell) - act[:, None] * jnp.einsum("mmk->mk", g_from_cell)
+    others = act[:, None] * (1.0 - jnp.eye(params.n_cells))              # [M', M]: cell m' interferes at BS m
+    ul_int_at_bs = jnp.einsum("mn,mnk->nk", others, g_from_cell)
     ul_int = ul_int_at_bs[assoc]                            # [U, K] at the serving BS
     ul = params.ue_power_rb_w * sig / (params.ue_power_rb_w * ul_int + params.noise_rb_bs_w)
     return dl, ul
@@ -111,7 +112,7 @@ def sinr_per_rb(params: EnvParams, gain, assoc, fading, cell_busy):
 
 def rate_per_rb_bps(params: EnvParams, sinr):
     """Shannon rate of one RB, bit/s: W log2(1 + SINR / gap), capped at W * max_se."""
-    se = jnp.log2(1.0 + sinr / params.gap_lin)
+    se = jnp.log1p(sinr / params.gap_lin) / jnp.log(2.0)   # log1p: accurate at low SINR
     return params.rb_hz * jnp.minimum(se, params.max_se)
 
 

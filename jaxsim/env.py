@@ -167,8 +167,8 @@ def evaluate(params: EnvParams, state: EnvState, action, radio: RadioDelays | No
     wait_all, dec_wait_all = inference.waiting_schedule(params, srv, sched, queue_pos)
     e = jnp.minimum(entry, params.max_seqs - 1)
     running = srv.status[server, e] == inference.RUNNING
-    decode = jnp.where(running, sched.done_s[server, e], dec_wait_all[server, e])
-    wait = jnp.where(running, 0.0, wait_all[server, e])
+    decode = jnp.where(accepted, jnp.where(running, sched.done_s[server, e], dec_wait_all[server, e]), 0.0)
+    wait = jnp.where(accepted & ~running, wait_all[server, e], 0.0)
     cloud = ~params.act_is_edge[action]
     dl_bits = state.output_tokens * params.bits_per_output_token[tt]
     ul_bits = state.prompt_tokens * params.prompt_bits_per_token

@@ -179,7 +179,7 @@ def serve_slot(p: EnvParams, srv: dict, assoc, active, ttype, prompt, output, ac
         ceil = lambda x: np.ceil(x / p.slot_s) * p.slot_s  # noqa: E731
         t_k = np.take_along_axis(t_sorted, np.minimum(kk % nn, s_n - 1), 1)
         t_last = np.take_along_axis(t_sorted, nn - 1, 1)
-        wait_s[:, v] = ceil(t_k) + (kk // nn) * ceil(t_last)
+        wait_s[:, v] = ceil(t_k) + (kk // nn) * np.where(np.isfinite(t_last), ceil(t_last), 0.0)
         dec_wait[:, v] = rem[:, v] * step_time(p, v, n + bg[:, v], ctx)[:, None]
         fin = run & (done_s[:, v] <= p.slot_s)
         go = run & ~fin
@@ -201,6 +201,7 @@ def serve_slot(p: EnvParams, srv: dict, assoc, active, ttype, prompt, output, ac
     wait = np.where(running, 0.0, wait_s[e2, server, i2])
     dec = np.where(running, d_run, dec_wait[e2, server, i2])
     refused = active & (entry < 0)
+    wait, dec = np.where(refused, 0.0, wait), np.where(refused, 0.0, dec)
     delay = np.where(refused, p.reject_factor * budget, ul_s + bh + wait + pre + dec + dl_s)
     q = np.where(refused, 0.0, p.quality[action, ttype])
     ok = (delay <= budget) & (q >= qmin)

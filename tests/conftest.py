@@ -1,0 +1,17 @@
+import dataclasses
+
+import pytest
+
+from jaxsim.config import EpisodeConfig, InferenceConfig, OracleConfig, SimConfig, TopologyConfig
+
+
+def tiny_config(**kw) -> SimConfig:
+    """A small scenario: 2 cells x 3 users, 6-slot episodes, 32 tracked sequences per server."""
+    cfg = SimConfig(episode=EpisodeConfig(horizon=6), topology=TopologyConfig(n_cells=2, users_per_cell=3),
+                    inference=InferenceConfig(max_server_seqs=32), oracle=OracleConfig(max_exhaustive_tasks=6, sweeps=1))
+    return dataclasses.replace(cfg, **kw).validate() if kw else cfg.validate()
+
+
+@pytest.fixture
+def tiny():
+    return tiny_config()

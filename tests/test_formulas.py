@@ -1,0 +1,165 @@
+"""Each formula of the system model against hand-computed values."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxsim import allocation, channel, inference
+from jaxsim.config import RadioConfig, SimConfig, n_rb_for
+from jaxsim.params import make_params
+
+
+def test_pathloss_umi_hand_values():
+    # d2d 50 m and 150 m, BS 10 m, UE 1.5 m, 3.5 GHz (values worked out by hand from TR 38.901 Table 7.4.1-1)
+    for d2d, los_db, nlos_db in ((50.0, 79.0896, 94.1807), (150.0, 88.9939, 110.8292)):
+        d3d = math.sqrt(d2d ** 2 + 8.5 ** 2)
+        pl_los, pl_nlos = channel.pathloss_umi_db(jnp.float32(d2d), jnp.float32(d3d), 3.5, 1.5)
+        assert float(pl_los) == pytest.approx(los_db, abs=2e-3)
+        assert float(pl_nlos) == pytest.approx(nlos_db, abs=2e-3)
+
+
+def test_los_probability_hand_values():
+    p = channel.los_probability_umi(jnp.array([5.0, 18.0, 50.0, 150.0]))
+    np.testing.assert_allclose(np.asarray(p), [1.0, 1.0, 0.519585, 0.133643], atol=1e-5)
+
+
+def test_resource_grid_20mhz_30khz():
+    assert n_rb_for(20, 30) == 51
+    assert RadioConfig().rb_bandwidth_hz == 360e3
+    assert n_rb_for(100, 30) == 273 and n_rb_for(20, 15) == 106
+
+
+def test_capacity_at_0db_equals_bandwidth():
+    p = make_params(SimConfig())
+    assert float(channel.rate_per_rb_bps(p, jnp.float32(1.0))) == pytest.approx(360e3, rel=1e-6)
+    # 51 RBs at 0 dB carry 51 x 360 kHz = 18.36 Mbit/s
+    assert float(channel.rate_per_rb_bps(p, jnp.ones(51)).sum()) == pytest.approx(18.36e6, rel=1e-6)
+
+
+def _alloc_params(allocator, integer=False):
+    cfg = SimConfig()
+    cfg = cfg.replace(radio=RadioConfig(allocator=allocator, integer_rbs=integer))
+    return make_params(cfg)
+
+
+def test_min_delay_beats_equal_and_is_optimal():
+    rng = np.random.default_rng(0)
+    assoc = jnp.asarray(rng.integers(0, 3, 24), jnp.int32)
+    active = jnp.asarray(rng.random(24) < 0.7)
+    bits = jnp.asarray(rng.uniform(1e3, 5e6, 24), jnp.float32)
+    rate = jnp.asarray(rng.uniform(1e5, 2e6, 24), jnp.float32)
+    total = {}
+    for name in ("equal", "proportional", "min_delay"):
+        n = allocation.allocate_rbs(_alloc_params(name), assoc, active, bits, rate)
+        for m in range(3):   # every cell hands out exactly its 51 RBs
+            sel = np.asarray(active & (assoc == m))
+            if sel.any():
+                assert float(np.asarray(n)[sel].sum()) == pytest.approx(51.0, rel=1e-5)
+        t = np.asarray(allocation.transfer_time_s(bits, n, rate))[np.asarray(active)]
+        total[name] = t.sum()
+        if name == "proportional":   # equal transfer times inside a cell
+            for m in range(3):
+                sel = np.asarray(active & (assoc == m))
+                tt = np.asarray(allocation.transfer_time_s(bits, n, rate))[sel]
+                if tt.size:
+                    np.testing.assert_allclose(tt, tt[0], rtol=1e-4)
+        if name == "min_delay":      # KKT: b / (n^2 r) equal inside a cell
+            g = np.asarray(bits / (n ** 2 * rate))
+            for m in range(3):
+                sel = np.asarray(active & (assoc == m))
+                if sel.any():
+                    np.testing.assert_allclose(g[sel], g[sel][0], rtol=1e-4)
+    assert total["min_delay"] < total["equal"]
+    assert total["min_delay"] < total["proportional"]
+
+
+def test_integer_rbs_whole_and_complete():
+    rng = np.random.default_rng(1)
+    assoc = jnp.asarray(rng.integers(0, 3, 24), jnp.int32)
+    active = jnp.asarray(rng.random(24) < 0.6)
+    bits = jnp.asarray(rng.uniform(1e3, 5e6, 24), jnp.float32)
+    rate = jnp.asarray(rng.uniform(1e5, 2e6, 24), jnp.float32)
+    n = np.asarray(allocation.allocate_rbs(_alloc_params("min_delay", True), assoc, active, bits, rate))
+    act = np.asarray(active)
+    assert np.all(n[act] >= 1) and np.all(n[act] == np.round(n[act])) and np.all(n[~act] == 0)
+    for m in range(3):
+        sel = act & (np.asarray(assoc) == m)
+        if sel.any():
+            assert n[sel].sum() == 51
+
+
+def _loop_completion(p, v, rem, bg, ctx_mean):
+    """Token-by-token simulation of one server's batch: completion time of each sequence."""
+    rem = list(rem)
+    t, done = 0.0, [None] * len(rem)
+    while any(d is None for d in done):
+        b = sum(d is None for d in done) + bg
+        dt = float(inference.decode_step_s(p, jnp.float32(b), jnp.float32(ctx_mean))[v])
+        t += dt
+        for i in range(len(rem)):
+            if done[i] is None:
+                rem[i] -= 1
+                if rem[i] <= 0:
+                    done[i] = t
+    return done
+
+
+def test_batched_completion_equals_loop_simulation():
+    p = make_params(SimConfig())
+    s = p.max_seqs
+    rng = np.random.default_rng(2)
+    v = 4                                            # the 70B cloud server
+    n = 12
+    rem = rng.integers(1, 400, n).astype(np.float32)
+    ctx = rng.integers(50, 2000, n).astype(np.float32)
+    bg = 300
+    status = np.zeros((p.n_servers, s), np.int32)
+    r = np.zeros((p.n_servers, s), np.float32)
+    c = np.zeros((p.n_servers, s), np.float32)
+    idx = rng.choice(s, n, replace=False)
+    status[v, idx], r[v, idx], c[v, idx] = inference.RUNNING, rem, ctx
+    bgv = np.zeros(p.n_servers, np.int32)
+    bgv[v] = bg
+    srv = inference.ServerState(jnp.asarray(r), jnp.asarray(c), jnp.asarray(status),
+                                jnp.zeros_like(jnp.asarray(status)), jnp.zeros(p.n_servers, jnp.int32), jnp.asarray(bgv))
+    sched = inference.batch_schedule(p, srv)
+    ctx_mean = (ctx.sum() + bg * float(p.bg_context)) / (n + bg)
+    want = _loop_completion(p, v, rem, bg, ctx_mean)
+    np.testing.assert_allclose(np.asarray(sched.done_s)[v, idx], want, rtol=1e-5)
+    # carried state after one slot: survivors lost exactly the steps that fit in the slot
+    after = inference.advance(p, srv, sched)
+    slot = float(p.slot_s)
+    for i, w in zip(idx, want):
+        if w <= slot:
+            assert int(after.status[v, i]) == inference.FREE
+        else:
+            assert int(after.status[v, i]) == inference.RUNNING
+    steps_in_slot = rem[0] - float(after.rem_tokens[v, idx[0]]) if want[0] > slot else None
+    if steps_in_slot is not None:
+        dt0 = float(inference.decode_step_s(p, jnp.float32(n + bg), jnp.float32(ctx_mean))[v])
+        # while nobody finished inside the slot every step takes dt0
+        if min(want) > slot:
+            assert steps_in_slot == pytest.approx(slot / dt0, rel=1e-4)
+
+
+def test_roofline_decode_step_regimes():
+    p = make_params(SimConfig())
+    # edge 3B on L40S, 4 sequences of 1024 tokens: memory bound, (6.42 GB + 4 x 1024 x 114688 B) / (864 GB/s x 0.8)
+    t = float(inference.decode_step_s(p, jnp.float32(4.0), jnp.float32(1024.0))[0])
+    assert t == pytest.approx((3.21e9 * 2 + 4 * 1024 * 114688) / (864e9 * 0.8), rel=1e-5)
+    # 70B over 8 H100 at 1024 sequences: compute term 2 N b / (F eta_c)
+    t = float(inference.decode_step_s(p, jnp.float32(1024.0), jnp.float32(0.0))[4])
+    assert t == pytest.approx(2 * 70.6e9 * 1024 / (8 * 989e12 * 0.5), rel=1e-5)
+    pf = float(inference.prefill_s(p, 0, jnp.float32(2000.0)))
+    assert pf == pytest.approx((2 * 3.21e9 * 2000 + 2 * 28 * 2000 ** 2 * 3072) / (362e12 * 0.5), rel=1e-5)
+
+
+def test_bg_walk_bounded():
+    p = make_params(SimConfig())
+    bg = p.srv_bg_max
+    for i in range(20):
+        bg = inference.bg_walk(jax.random.PRNGKey(i), p, bg)
+        assert np.all(np.asarray(bg) >= 0) and np.all(np.asarray(bg) <= np.asarray(p.srv_bg_max))

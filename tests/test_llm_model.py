@@ -1,0 +1,140 @@
+"""icl.llm.model / runtime on tiny random models: NumPy reference forward, KV-cached decoding, batched scoring."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from icl.llm import Config, LanguageModel, Transformer, gguf_tokenizer, init_params
+from icl.llm.tokenizer import byte_level_meta
+
+
+def np_forward(cfg: Config, p: dict, tokens: np.ndarray) -> np.ndarray:
+    """Plain NumPy (float64) forward of one sequence tokens [T] -> log-probs [T, V]; independent of JAX code."""
+    T, H, K, hd = len(tokens), cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    P = {k: np.asarray(v, np.float64) for k, v in p["layers"].items()}
+    norm = lambda x, w: x / np.sqrt((x * x).mean(-1, keepdims=True) + cfg.norm_eps) * w
+    inv = cfg.rope_base ** (-np.arange(0, hd, 2) / hd)
+    ang = np.arange(T)[:, None] * inv[None]                                        # [T, hd/2]
+    cos, sin = np.cos(ang)[:, None], np.sin(ang)[:, None]
+
+    def rope(x):                                                                   # [T, N, hd]
+        if cfg.rope_interleaved:
+            a, b = x[..., 0::2], x[..., 1::2]
+            y = np.empty_like(x)
+            y[..., 0::2], y[..., 1::2] = a * cos - b * sin, a * sin + b * cos
+            return y
+        a, b = x[..., :hd // 2], x[..., hd // 2:]
+        return np.concatenate([a * cos - b * sin, b * cos + a * sin], -1)
+
+    x = np.asarray(p["embed"], np.float64)[tokens]
+    for l in range(cfg.n_layers):
+        h = norm(x, P["attn_norm"][l])
+        qkv = h @ P["wqkv"][l] + (P["bqkv"][l] if cfg.qkv_bias else 0)
+        q = rope(qkv[:, :H * hd].reshape(T, H, hd))
+        k = rope(qkv[:, H * hd:(H + K) * hd].reshape(T, K, hd))
+        v = qkv[:, (H + K) * hd:].reshape(T, K, hd)
+        out = np.zeros((T, H, hd))
+        for head in range(H):
+            kv = head // (H // K)
+            s = q[:, head] @ k[:, kv].T / np.sqrt(hd) + np.triu(np.full((T, T), -np.inf), 1)
+            w = np.exp(s - s.max(-1, keepdims=True))
+            out[:, head] = (w / w.sum(-1, keepdims=True)) @ v[:, kv]
+        x = x + out.reshape(T, H * hd) @ P["wo"][l]
+        h = norm(x, P["mlp_norm"][l])
+        g, u = np.split(h @ P["w13"][l], 2, -1)
+        x = x + (g / (1 + np.exp(-g)) * u) @ P["w2"][l]
+    logits = norm(x, np.asarray(p["norm"], np.float64)) @ (np.asarray(p["embed"], np.float64).T if cfg.tied_head
+                                                             else np.asarray(p["head"], np.float64))
+    return logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
+
+
+CFGS = {
+    "llama_interleaved_tied": Config(vocab_size=300, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16,
+                                     hidden_dim=96, rope_base=10000.0, rope_interleaved=True),
+    "qwen2_halfsplit_bias_untied": Config(vocab_size=300, dim=64, n_layers=2, n_heads=4, n_kv_heads=1, head_dim=16,
+                                          hidden_dim=96, rope_base=1e6, qkv_bias=True, tied_head=False, arch="qwen2"),
+}
+
+
+@pytest.mark.parametrize("name", list(CFGS))
+def test_forward_matches_numpy(name):
+    cfg = CFGS[name]
+    params = init_params(cfg, seed=1, scale=0.1)
+    tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, size=23)
+    got = np.asarray(Transformer(cfg, params)(jnp.asarray(tokens[None])))[0]
+    ref = np_forward(cfg, params, tokens)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def tiny_lm(dtype="float32", seed=0) -> LanguageModel:
+    meta = byte_level_meta(merges=("h e", "l l", "he ll", "Ġ t", "Ġt he"))
+    cfg = CFGS["llama_interleaved_tied"]
+    return LanguageModel(cfg, init_params(cfg, seed=seed, scale=0.2), gguf_tokenizer(meta), dtype=dtype)
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return tiny_lm()
+
+
+def brute_score(lm, prompt, cand):
+    ids, c = lm.encode(prompt), lm.encode(cand, special=False)
+    lp = np_forward(lm.cfg, lm.params, np.array(ids + c))
+    return sum(lp[len(ids) - 1 + j, t] for j, t in enumerate(c))
+
+
+def test_kv_cached_generation_equals_recomputation(lm):
+    prompts = ["hello there", "the cat sat on the mat and then", "x"]
+    got = lm._generate_ids(prompts, max_new_tokens=10)
+    for p, g in zip(prompts, got):
+        ids = lm.encode(p)
+        want = []
+        for _ in range(10):
+            nxt = int(np.argmax(np_forward(lm.cfg, lm.params, np.array(ids))[-1]))
+            if nxt in lm.stop_ids:
+                break
+            want.append(nxt)
+            ids.append(nxt)
+        assert g == want
+
+
+def test_sampling_uses_key_and_stop_strings(lm):
+    kw = dict(max_new_tokens=12, temperature=1.0)
+    a = lm.generate(["hello", "the"], key=jax.random.PRNGKey(3), **kw)
+    b = lm.generate(["hello", "the"], key=jax.random.PRNGKey(3), **kw)
+    c = lm.generate(["hello", "the"], key=jax.random.PRNGKey(4), **kw)
+    assert a == b and a != c
+    full = lm.generate("hello", max_new_tokens=12)
+    stop = full[3:5]
+    assert lm.generate("hello", max_new_tokens=12, stop=[stop]) == full[:full.find(stop)]
+    with pytest.raises(ValueError):
+        lm.generate("hello", temperature=0.5)
+
+
+def test_score_batched_padded_prefix_equal(lm):
+    shared = "the shell sells the hell of shells to the heller. " * 2
+    prompts = [shared + s for s in ["a", "hello there, the end", "tell the tale of the well that fell"]]
+    cands = [" he", " the hello", " x"]
+    ref = np.array([[brute_score(lm, p, c) for c in cands] for p in prompts])
+    batched = lm.score(prompts, cands)
+    no_prefix = lm.score(prompts, cands, prefix_reuse=False)
+    alone = np.concatenate([lm.score([p], cands) for p in prompts])
+    small_chunks = lm.score(prompts, cands, max_batch=2)
+    for got in (batched, no_prefix, alone, small_chunks):
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    per_prompt = lm.score(prompts[:2], [[" he", " x"], [" x", " he"]])
+    np.testing.assert_allclose(per_prompt, ref[:2][:, [[0, 2], [2, 0]]][[0, 1], [0, 1]], rtol=1e-4, atol=1e-4)
+
+
+def test_score_validates_inputs(lm):
+    with pytest.raises(ValueError):
+        lm.score(["a", "b"], [[" x"], [" x", " y"]])
+    with pytest.raises(ValueError):
+        lm.score([""], [" x"])
+
+
+def test_bfloat16_close_to_float32():
+    lm32, lm16 = tiny_lm(), tiny_lm("bfloat16")
+    prompts, cands = ["hello there", "the hell"], [" he", " the"]
+    assert lm16.params["layers"]["wqkv"].dtype == jnp.bfloat16
+    np.testing.assert_allclose(lm16.score(prompts, cands), lm32.score(prompts, cands), rtol=0.05, atol=0.1)
