@@ -87,3 +87,32 @@ def folder_tokenizer(folder: str | os.PathLike):
     """Tokenizer of a Hugging Face checkpoint folder (tokenizer.json / tokenizer_config.json, local only)."""
     from transformers import AutoTokenizer
     return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character map used by byte-level BPE vocabularies."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def byte_level_meta(pre: str = "smollm", merges: tuple = (), specials: tuple = ("<|endoftext|>", "<|im_start|>",
+                    "<|im_end|>"), chat_template: str | None = None) -> dict:
+    """GGUF-style tokenizer metadata of a small byte-level BPE: specials (ids 0..), the 256 byte symbols, then one
+    token per merge ("a b" -> "ab"). bos = specials[1], eos = specials[2] when present. Used for tests/tiny models."""
+    tokens = list(specials) + [bytes_to_unicode()[b] for b in range(256)]
+    tokens += [m.replace(" ", "") for m in merges]
+    meta = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": pre, "tokenizer.ggml.tokens": tokens,
+            "tokenizer.ggml.token_type": [3] * len(specials) + [1] * (len(tokens) - len(specials)),
+            "tokenizer.ggml.merges": list(merges), "tokenizer.ggml.add_bos_token": False}
+    if len(specials) >= 3:
+        meta.update({"tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2,
+                     "tokenizer.ggml.padding_token_id": 2})
+    if chat_template:
+        meta["tokenizer.chat_template"] = chat_template
+    return meta

@@ -1,0 +1,161 @@
+"""Benchmark the Flax LLM runtime on CPU: ``python -m scripts.bench_llm [--model NAME] [--quick]``.
+
+Measures (float32):
+* matmul_gflops: best rate of a large square f32 matmul through JAX (the machine's practical ceiling);
+* prefill_tokens_per_s: a jitted forward over [batch, T] prompt tokens (head at the last position only);
+* mfu = prefill_tokens_per_s * 2 * n_params / (matmul_gflops * 1e9);
+* decisions_per_s: ``LanguageModel.score`` decisions (one prompt scored against 3 candidates) per second for
+  batches of 1, 8 and 32 prompts of ~400 tokens sharing a ~300-token prefix, with prefix reuse and without;
+* torch_ratio: our decisions/s (no prefix reuse, batch 8) / transformers-PyTorch's on the same prompts, when torch
+  and transformers' torch models import (otherwise null).
+The last printed line is one JSON object (key "bench": "llm"); the figures reported are those at batch 32.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from icl.llm import LanguageModel
+from icl.llm import model as M
+from icl.llm.registry import DEFAULT_MODEL
+
+CANDIDATES = [" edge", " cloud", " local"]
+SHARED = ("You are the scheduler of a 6G edge-cloud network that serves generative AI tasks (text, image and "
+          "video generation). Each task arrives at a base station with an edge server that holds a small model "
+          "and a limited GPU, and a remote cloud data centre with large models reached over a backhaul link. "
+          "Running a task at the edge gives low latency but lower quality and may overload the edge GPU; "
+          "running it in the cloud gives higher quality but adds transmission delay and cost. A task has a "
+          "prompt length in tokens, a requested output length, a deadline in milliseconds and a quality "
+          "requirement. The edge load is the fraction of the edge GPU already in use. ")
+
+
+def best_time(fn, reps):
+    fn()  # compile / warm up
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return min(ts)
+
+
+def matmul_gflops(n=3072, reps=5):
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+    f = jax.jit(lambda a, b: a @ b)
+    return 2 * n ** 3 / best_time(lambda: f(a, b).block_until_ready(), reps) / 1e9
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _prefill(cfg, params, tokens):
+    B, T = tokens.shape
+    h, _ = M.forward(cfg, params, tokens, jnp.broadcast_to(jnp.arange(T), (B, T)),
+                     M.causal_mask(jnp.full((B,), T), T))
+    return M.logprobs(cfg, params, h[:, -1])
+
+
+def make_prompts(lm, n, shared_tokens, suffix_tokens, seed=0):
+    """n prompts: a shared task description (~shared_tokens) + a per-task state (~suffix_tokens) + 'Answer:'."""
+    rng = np.random.default_rng(seed)
+    shared = SHARED
+    while len(lm.encode(shared)) < shared_tokens:
+        shared += SHARED
+    shared = lm.tokenizer.decode(lm.encode(shared)[:shared_tokens])
+    prompts = []
+    tail = "\nWhere should it run? Answer:"
+    for i in range(n):
+        s, words = f"\nTask {i}:", []
+        while True:  # add state fields while the prompt stays within shared_tokens + suffix_tokens
+            words.append(rng.choice([f" prompt {rng.integers(10, 2000)} tokens,", f" output {rng.integers(10, 500)} tokens,",
+                                     f" deadline {rng.integers(50, 900)} ms,", f" edge load {rng.random():.2f},",
+                                     f" quality {rng.random():.1f},", f" link {rng.integers(5, 99)} Mbit/s,"]))
+            if len(lm.encode(shared + s + "".join(words) + tail)) > shared_tokens + suffix_tokens:
+                words.pop()
+                break
+        prompts.append(shared + s + "".join(words) + tail)
+    return prompts
+
+
+def torch_decisions_per_s(lm_name, prompts, reps):
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from icl.llm.registry import resolve
+        kind, path = resolve(lm_name)
+        kw = {"gguf_file": path.name} if kind == "gguf" else {}
+        root = path.parent if kind == "gguf" else path
+        tok = AutoTokenizer.from_pretrained(str(root), **kw)
+        tm = AutoModelForCausalLM.from_pretrained(str(root), torch_dtype=torch.float32, **kw).eval()
+    except Exception as e:  # torch or its transformers models unavailable
+        print(f"torch reference unavailable: {type(e).__name__}: {str(e)[:120]}")
+        return None
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    cand = [tok.encode(c, add_special_tokens=False)[0] for c in CANDIDATES]
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+
+    def run():
+        with torch.inference_mode():
+            enc = tok(prompts, return_tensors="pt", padding=True)
+            logits = tm(**enc, logits_to_keep=1).logits[:, -1]
+            return torch.log_softmax(logits, -1)[:, cand]
+
+    return len(prompts) / best_time(run, reps)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--quick", action="store_true", help="small fast run (batches 1 and 4, fewer repetitions)")
+    ap.add_argument("--no-torch", action="store_true", help="skip the transformers-PyTorch reference")
+    args = ap.parse_args(argv)
+    reps = 1 if args.quick else 2
+    batches = [1, 4] if args.quick else [1, 8, 32]
+
+    t = time.perf_counter()
+    lm = LanguageModel.load(args.model)
+    print(f"loaded {args.model}: {lm.n_params / 1e6:.1f}M params in {time.perf_counter() - t:.1f}s")
+    gf = matmul_gflops(2048 if args.quick else 3072, reps + 2)
+    print(f"matmul: {gf:.0f} GFLOP/s")
+
+    B, T = batches[-1], 256
+    toks = jnp.asarray(np.random.default_rng(0).integers(100, lm.cfg.vocab_size, (B, T)), jnp.int32)
+    pf = B * T / best_time(lambda: _prefill(lm.cfg, lm.params, toks).block_until_ready(), reps)
+    mfu = pf * 2 * lm.n_params / (gf * 1e9)
+    print(f"prefill [{B}x{T}]: {pf:.0f} tokens/s, MFU {mfu:.2f}")
+
+    dps, dps_np, ratios = {}, {}, {}
+    prompts_all = make_prompts(lm, max(batches), 300, 100)
+    n_prompt = np.mean([len(lm.encode(p)) for p in prompts_all])
+    n_suffix = n_prompt - 300
+    for b in batches:
+        prompts = prompts_all[:b]
+        dps[b] = b / best_time(lambda: lm.score(prompts, CANDIDATES), reps)
+        dps_np[b] = b / best_time(lambda: lm.score(prompts, CANDIDATES, prefix_reuse=False), reps)
+        ratios[b] = dps[b] / dps_np[b]
+        print(f"batch {b:3d}: {dps[b]:7.2f} decisions/s with prefix reuse, {dps_np[b]:7.2f} without "
+              f"(x{ratios[b]:.2f}; prompt/suffix tokens = {n_prompt:.0f}/{n_suffix:.0f} = {n_prompt / n_suffix:.2f})")
+
+    torch_ratio = None
+    if not args.no_torch:
+        tb = min(8, max(batches))
+        tdps = torch_decisions_per_s(args.model, prompts_all[:tb], reps)
+        if tdps:
+            torch_ratio = dps_np[tb] / tdps if tb in dps_np else None
+            print(f"transformers-PyTorch batch {tb}: {tdps:.2f} decisions/s (ours without prefix reuse / torch = "
+                  f"{torch_ratio})")
+    b = max(batches)
+    print(json.dumps({"bench": "llm", "model": args.model, "n_params": lm.n_params, "matmul_gflops": round(gf, 1),
+                      "prefill_tokens_per_s": round(pf, 1), "mfu": round(mfu, 3), "decisions_per_s": round(dps[b], 2),
+                      "decisions_per_s_no_prefix": round(dps_np[b], 2), "torch_ratio": torch_ratio and round(torch_ratio, 3)}))
+
+
+if __name__ == "__main__":
+    main()
