@@ -74,7 +74,8 @@ def write_policy_results(pdir: str, out: dict, cfg: SimConfig, extra: dict) -> d
     return summary
 
 
-def print_table(summaries: dict[str, dict], file=sys.stdout) -> None:
+def print_table(summaries: dict[str, dict], file=None) -> None:
+    file = sys.stdout if file is None else file
     oracle = summaries.get("oracle", {}).get("reward", {}).get("mean")
     hdr = f"{'policy':<18} {'reward':>16} {'service quality':>17} {'delay s':>8} {'quality':>8} {'gap to oracle':>14}"
     print(hdr, file=file)
