@@ -28,7 +28,6 @@ over the slot's tasks). Absent tasks are masked out of every term.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -82,8 +81,9 @@ class PPOConfig:
             v = getattr(self, name)
             ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
             if isinstance(v, bool) or not ok_type or (not integer and not math.isfinite(v)):
-                raise PPOConfigError(f"PPOConfig.{name} = {v!r}: must be {'an integer' if integer else 'a finite number'}"
-                                     f" in {'(' if lo_open else '['}{lo:g}, {hi:g}]")
+                kind = "an integer" if integer else "a finite number"
+                raise PPOConfigError(f"PPOConfig.{name} = {v!r}: must be {kind} in"
+                                     f" {'(' if lo_open else '['}{lo:g}, {hi:g}]")
             if v < lo or v > hi or (lo_open and v == lo):
                 raise PPOConfigError(f"PPOConfig.{name} = {v!r} is out of range: allowed "
                                      f"{'(' if lo_open else '['}{lo:g}, {hi:g}]")
@@ -256,7 +256,8 @@ def loss_fn(net_params, batch: Transition, adv, ret_task, ret_slot, cfg: PPOConf
 
     b, value = critic.apply(net_params["critic"], batch.x, mask, batch.g)
     empty = mask.sum(-1) == 0
-    sq = jnp.where(mask, jnp.square(b - ret_task), 0.0).sum() + jnp.where(empty, jnp.square(value - ret_slot), 0.0).sum()
+    sq = (jnp.where(mask, jnp.square(b - ret_task), 0.0).sum()
+          + jnp.where(empty, jnp.square(value - ret_slot), 0.0).sum())
     v_loss = 0.5 * sq / jnp.maximum(mask.sum() + empty.sum(), 1)
 
     total = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
@@ -354,7 +355,10 @@ def restore_checkpoint(ckpt_dir, env_params: EnvParams, step: int | None = None)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, serialization.to_state_dict(template))
     with _manager(ckpt_dir, create=False) as mngr:
         restored = mngr.restore(meta["update"], args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
-    return serialization.from_state_dict(template, restored["state"]), cfg, meta
+    # host round trip: restored arrays come back committed to a device, and committed inputs would
+    # make train_segment compile again; uncommitted ones reuse the compiled segment
+    state = jax.tree.map(lambda a: jnp.asarray(np.asarray(a)), restored["state"])
+    return serialization.from_state_dict(template, state), cfg, meta
 
 
 # --------------------------------------------------------------------------
@@ -439,7 +443,8 @@ def policy_params_from(runner: RunnerState, cfg: PPOConfig, env_params: EnvParam
 
 def load_ppo_policy(path, env_params: EnvParams | None = None, deterministic: bool = True,
                     step: int | None = None):
-    """(policy_fn, policy_params) from a checkpoint directory written by ``train``.
+    """(policy_fn, policy_params) from a checkpoint directory written by ``train`` (or the ``--out``
+    directory of scripts.train_ppo, whose ``ckpt/`` holds it).
 
     ``rollout(key, env_params, policy_fn, policy_params, n)`` evaluates it. The features use
     ``env_params`` when given (it must have the same numbers of actions and task types as the
@@ -447,6 +452,8 @@ def load_ppo_policy(path, env_params: EnvParams | None = None, deterministic: bo
     else the scenario saved with the checkpoint.
     """
     path = os.fspath(path)
+    if latest_checkpoint(path) is None and latest_checkpoint(os.path.join(path, "ckpt")) is not None:
+        path = os.path.join(path, "ckpt")         # the --out directory of scripts.train_ppo
     if latest_checkpoint(path) is None:
         raise FileNotFoundError(f"no PPO checkpoint in {path!r}")
     meta = load_checkpoint_meta(path, step)

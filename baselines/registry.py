@@ -2,7 +2,9 @@
 
 Names: ``random``, ``greedy``, ``oracle``, ``<action>_only`` for every action of the config
 (``edge_only``, ``cloud_small_only``, ``cloud_large_only`` by default), ``ppo`` (needs a
-checkpoint). ``policy_params`` None means the policy receives the environment params.
+checkpoint), and the host policies ``icl`` and ``knn`` (``icl.policy``), which are returned as
+objects with ``decide``/``observe`` and run by ``icl.runner.rollout_host``.
+``policy_params`` None means the policy receives the environment params.
 """
 
 from __future__ import annotations
@@ -15,14 +17,17 @@ from . import heuristics, oracle
 
 
 def policy_names(cfg: SimConfig) -> list[str]:
-    return ["random", *[f"{a}_only" for a in cfg.action_names], "greedy", "oracle", "ppo"]
+    return ["random", *[f"{a}_only" for a in cfg.action_names], "greedy", "oracle", "ppo", "icl", "knn"]
 
 
 def default_policies(cfg: SimConfig) -> list[str]:
     return ["random", *[f"{a}_only" for a in cfg.action_names], "greedy", "oracle"]
 
 
-def make_policy(name: str, cfg: SimConfig, checkpoint: str | None = None) -> tuple[Callable, Any]:
+HOST_POLICIES = ("icl", "knn")
+
+
+def make_policy(name: str, cfg: SimConfig, checkpoint: str | None = None, icl_cfg=None) -> tuple[Callable, Any]:
     fixed = {f"{a}_only": i for i, a in enumerate(cfg.action_names)}
     if name == "random":
         return heuristics.random_policy, None
@@ -37,4 +42,7 @@ def make_policy(name: str, cfg: SimConfig, checkpoint: str | None = None) -> tup
             raise ValueError("policy 'ppo' needs --checkpoint PATH (a directory written by scripts.train_ppo)")
         from .ppo import load_ppo_policy
         return load_ppo_policy(checkpoint)
+    if name in HOST_POLICIES:
+        from icl.policy import ICLConfig, make_host_policy
+        return make_host_policy(name, cfg, icl_cfg or ICLConfig()), None
     raise ValueError(f"policy {name!r}: unknown; allowed: {', '.join(policy_names(cfg))}")

@@ -2,6 +2,7 @@
 
     jaxsim-montecarlo                       # defaults: every heuristic + oracle, 16 episodes
     jaxsim-montecarlo --config my.toml --policies greedy,oracle --episodes 200 --out runs/x
+    jaxsim-montecarlo --policies icl,knn --model smollm2-135m --shots 8 --select ranked --epsilon 0.1
 
 Writes into the run directory (every file atomically; a rerun with the same
 --out, config, seed and episode count skips the policies already finished):
@@ -9,6 +10,8 @@ Writes into the run directory (every file atomically; a rerun with the same
   policies/<name>/episodes.csv                  per-episode metrics
   policies/<name>/tasks.csv                     per-task outcomes and delay parts
   policies/<name>/summary.json                  means with 95% intervals, per task type
+  policies/<name>/learning.csv                  icl/knn: per-episode reward, decisions/s, prompt length, ...
+  policies/<name>/pool                          icl/knn: the experience pool (orbax) at the end
   summary.json                                  all policies
 and prints a summary table.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -29,7 +33,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from baselines.registry import default_policies, make_policy, policy_names
+from baselines.registry import HOST_POLICIES, default_policies, make_policy, policy_names
 from jaxsim.config import ConfigError, SimConfig, atomic_write_bytes, config_to_dict, load_config, save_config
 from jaxsim.metrics import episode_metrics, summarise
 from jaxsim.params import make_params
@@ -87,6 +91,26 @@ def print_table(summaries: dict[str, dict], file=None) -> None:
               f"{s['delay_s']['mean']:>8.2f} {s['quality']['mean']:>8.3f} {gap:>14}", file=file)
 
 
+def run_host_policy(key, params, policy, args, pdir: str, bar) -> tuple[dict, dict]:
+    """ICL / kNN: waves of episodes on the host; per-episode learning log and the final pool saved."""
+    from icl.pool import ExperiencePool
+    from icl.runner import rollout_host
+    if args.pool:
+        policy.pool = ExperiencePool.load(args.pool, policy.cfg.type_penalty)
+    log: list[dict] = []
+
+    def on_episode(rec):
+        log.append(rec)
+        bar.set_postfix(reward=f"{rec['reward']:.3f}", dec_s=f"{rec['decisions_per_s']:.1f}")
+    out = rollout_host(key, params, policy, args.episodes, args.batch_episodes, progress=bar.update, log=on_episode)
+    os.makedirs(pdir, exist_ok=True)
+    cols = list(log[0])
+    atomic_write_bytes(os.path.join(pdir, "learning.csv"), _csv_bytes(cols, ([r.get(c) for c in cols] for r in log)))
+    policy.pool.save(os.path.join(pdir, "pool"))
+    cfg = dataclasses.asdict(policy.cfg)
+    return out, {"icl": cfg, "host": policy.summary()}
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="jaxsim-montecarlo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", help="scenario TOML (default: the DESIGN.md defaults)")
@@ -96,7 +120,26 @@ def parse_args(argv=None):
     ap.add_argument("--out", help="run directory (default runs/montecarlo-<config hash>-s<seed>-e<episodes>)")
     ap.add_argument("--chunk", type=int, default=8, help="episodes per compiled batch (default 8)")
     ap.add_argument("--checkpoint", help="PPO checkpoint directory for --policies ppo")
+    g = ap.add_argument_group("icl / knn (host policies)")
+    g.add_argument("--policy", dest="policies", help="alias of --policies")
+    g.add_argument("--model", help="deciding LLM: registered name, .gguf path or checkpoint folder (smollm2-135m)")
+    g.add_argument("--shots", type=int, help="demonstrations per prompt (8)")
+    g.add_argument("--select", help="demonstration selection: random, recent, nearest, ranked, state (nearest)")
+    g.add_argument("--epsilon", type=float, help="exploration probability (0.1)")
+    g.add_argument("--epsilon-decay", type=float, help="epsilon x decay^episode (1.0)")
+    g.add_argument("--tau", type=float, help="ranked selection: reward - tau x distance (0.25)")
+    g.add_argument("--pool-size", type=int, help="experience records kept (4096)")
+    g.add_argument("--max-prompt-tokens", type=int, help="prompt budget in tokens (2048)")
+    g.add_argument("--pool", help="start from this saved experience pool (orbax directory)")
+    g.add_argument("--batch-episodes", type=int, default=4, help="episodes decided together per wave (4)")
     return ap.parse_args(argv)
+
+
+def icl_config(args):
+    from icl.policy import ICLConfig, with_overrides
+    return with_overrides(ICLConfig(seed=args.seed), model=args.model, shots=args.shots, select=args.select,
+                          epsilon=args.epsilon, epsilon_decay=args.epsilon_decay, tau=args.tau,
+                          pool_size=args.pool_size, max_prompt_tokens=args.max_prompt_tokens)
 
 
 def main(argv=None) -> int:
@@ -114,8 +157,13 @@ def main(argv=None) -> int:
         bad = [n for n in names if n not in policy_names(cfg)]
         if bad:
             raise ConfigError(f"--policies: unknown {bad}; allowed: {', '.join(policy_names(cfg))}")
-        policies = {n: make_policy(n, cfg, args.checkpoint) for n in names}
-    except (ConfigError, ValueError) as e:
+        if args.batch_episodes < 1:
+            raise ConfigError(f"--batch-episodes = {args.batch_episodes}: allowed >= 1")
+        icfg = icl_config(args) if any(n in HOST_POLICIES for n in names) else None
+        if args.pool and not os.path.isdir(args.pool):
+            raise ConfigError(f"--pool {args.pool!r}: no such directory")
+        policies = {n: make_policy(n, cfg, args.checkpoint, icfg) for n in names}
+    except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     params = make_params(cfg)
@@ -145,13 +193,17 @@ def main(argv=None) -> int:
             print(f"{name}: already in {pdir}, skipped")
             continue
         t0 = time.perf_counter()
+        extra: dict = {}
         with tqdm(total=args.episodes, desc=name, unit="ep", leave=False) as bar:
-            out = rollout(key, params, policy, pparams, args.episodes, chunk=args.chunk, progress=bar.update)
+            if name in HOST_POLICIES:
+                out, extra = run_host_policy(key, params, policy, args, pdir, bar)
+            else:
+                out = rollout(key, params, policy, pparams, args.episodes, chunk=args.chunk, progress=bar.update)
         wall = time.perf_counter() - t0
         decisions = int(out["mask"].sum())
         summaries[name] = write_policy_results(pdir, out, cfg, {
             "policy": name, "episodes": args.episodes, "wall_s": wall,
-            "decisions_per_s": decisions / wall if wall > 0 else math.nan})
+            "decisions_per_s": decisions / wall if wall > 0 else math.nan, **extra})
         write_json(summary_path, {"run": meta, "policies": summaries})
     write_json(summary_path, {"run": meta, "policies": summaries})
     print(f"\n{args.episodes} episodes x {cfg.episode.horizon} slots per policy; 95% intervals over episodes; "

@@ -1,0 +1,82 @@
+"""Rollouts of host policies (ICL, kNN): the environment stays jitted and vmapped over the
+episodes in flight; the policy's decision is the one host step per slot.
+
+Episode i uses the same keys as ``jaxsim.rollout.rollout`` (``fold_in(key, i)``, then the same
+splits), so every policy sees the same tasks, channels and background load: comparisons are
+paired. Episodes run in waves of ``batch_episodes``; the policy's pool persists across waves,
+so later episodes decide with more experience.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import jax
+import numpy as np
+
+from jaxsim import env
+from jaxsim.params import EnvParams
+from jaxsim.rollout import TASK_FIELDS
+
+from .prompt import task_features
+
+
+def _jitted(params: EnvParams):
+    reset = jax.jit(jax.vmap(lambda k: env.reset(k, params)[1]))
+    obs = jax.jit(jax.vmap(lambda s: env.get_obs(params, s)))
+
+    def _step(k, s, a):
+        _, s, r, _, info = env.step(k, s, a, params)
+        return s, r, {f: info[f] for f in TASK_FIELDS}
+    return reset, obs, jax.jit(jax.vmap(_step))
+
+
+def rollout_host(key, params: EnvParams, policy, n_episodes: int, batch_episodes: int = 4,
+                 progress: Callable[[int], None] | None = None, log: Callable[[dict], None] | None = None):
+    """Run a host policy for `n_episodes`; returns the same arrays as ``jaxsim.rollout.rollout``.
+
+    ``log(record)`` receives one record per finished episode (reward, decisions/s, prompt
+    length, exploratory and truncated shares so far).
+    """
+    if n_episodes < 1 or batch_episodes < 1:
+        raise ValueError(f"n_episodes = {n_episodes}, batch_episodes = {batch_episodes}: allowed >= 1")
+    reset, get_obs, step = _jitted(params)
+    outs = []
+    for start in range(0, n_episodes, batch_episodes):
+        ep = np.arange(start, min(start + batch_episodes, n_episodes))
+        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(ep)
+        k_reset, k_run = _split2(keys)
+        state = reset(k_reset)
+        slot_keys = jax.vmap(lambda k: jax.random.split(k, params.horizon))(k_run)     # [B, H, 2]
+        rewards, tasks = [], []
+        t0 = time.perf_counter()
+        d0 = policy.stats["decisions"]
+        for t in range(params.horizon):
+            k_pol_step = jax.vmap(jax.random.split)(slot_keys[:, t])                    # [B, 2, 2]
+            feats, types, mask = task_features(get_obs(state))
+            actions = policy.decide(feats, types, mask, ep)
+            state, r, info = step(k_pol_step[:, 1], state, jax.numpy.asarray(actions))
+            info = jax.tree.map(np.asarray, info)
+            policy.observe(feats, types, mask, actions, info["reward"], ep, t)
+            rewards.append(np.asarray(r))
+            tasks.append(info)
+        wall = time.perf_counter() - t0
+        out = {"slot_reward": np.stack(rewards, 1),
+               **{f: np.stack([x[f] for x in tasks], 1) for f in TASK_FIELDS}}
+        outs.append(out)
+        if log is not None:
+            s = policy.summary()
+            dec = s["decisions"] - d0
+            for j, e in enumerate(ep):
+                log({"episode": int(e), "reward": float(out["slot_reward"][j].mean()),
+                     "decisions_per_s": dec / wall if wall > 0 else float("nan"),
+                     **{k: v for k, v in s.items() if isinstance(v, (int, float))}})
+        if progress is not None:
+            progress(len(ep))
+    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+
+
+def _split2(keys):
+    pair = jax.vmap(jax.random.split)(keys)          # [B, 2, ...]
+    return pair[:, 0], pair[:, 1]
