@@ -22,14 +22,22 @@ from jaxsim.rollout import TASK_FIELDS
 from .prompt import task_features
 
 
-def _jitted(params: EnvParams):
-    reset = jax.jit(jax.vmap(lambda k: env.reset(k, params)[1]))
-    obs = jax.jit(jax.vmap(lambda s: env.get_obs(params, s)))
+@jax.jit
+def _reset(keys, params: EnvParams):
+    return jax.vmap(lambda k: env.reset(k, params)[1])(keys)
 
-    def _step(k, s, a):
+
+@jax.jit
+def _obs(state, params: EnvParams):
+    return jax.vmap(lambda s: env.get_obs(params, s))(state)
+
+
+@jax.jit
+def _step(keys, state, actions, params: EnvParams):
+    def one(k, s, a):
         _, s, r, _, info = env.step(k, s, a, params)
         return s, r, {f: info[f] for f in TASK_FIELDS}
-    return reset, obs, jax.jit(jax.vmap(_step))
+    return jax.vmap(one)(keys, state, actions)
 
 
 def rollout_host(key, params: EnvParams, policy, n_episodes: int, batch_episodes: int = 4,
@@ -41,22 +49,21 @@ def rollout_host(key, params: EnvParams, policy, n_episodes: int, batch_episodes
     """
     if n_episodes < 1 or batch_episodes < 1:
         raise ValueError(f"n_episodes = {n_episodes}, batch_episodes = {batch_episodes}: allowed >= 1")
-    reset, get_obs, step = _jitted(params)
     outs = []
     for start in range(0, n_episodes, batch_episodes):
         ep = np.arange(start, min(start + batch_episodes, n_episodes))
         keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(ep)
         k_reset, k_run = _split2(keys)
-        state = reset(k_reset)
+        state = _reset(k_reset, params)
         slot_keys = jax.vmap(lambda k: jax.random.split(k, params.horizon))(k_run)     # [B, H, 2]
         rewards, tasks = [], []
         t0 = time.perf_counter()
         d0 = policy.stats["decisions"]
         for t in range(params.horizon):
             k_pol_step = jax.vmap(jax.random.split)(slot_keys[:, t])                    # [B, 2, 2]
-            feats, types, mask = task_features(get_obs(state))
+            feats, types, mask = task_features(_obs(state, params))
             actions = policy.decide(feats, types, mask, ep)
-            state, r, info = step(k_pol_step[:, 1], state, jax.numpy.asarray(actions))
+            state, r, info = _step(k_pol_step[:, 1], state, jax.numpy.asarray(actions), params)
             info = jax.tree.map(np.asarray, info)
             policy.observe(feats, types, mask, actions, info["reward"], ep, t)
             rewards.append(np.asarray(r))
