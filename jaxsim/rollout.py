@@ -53,8 +53,12 @@ def episode_keys(key, start: int, n: int):
 
 
 def rollout(key, params: EnvParams, policy: Policy, policy_params=None, n_episodes: int = 1,
-            chunk: int = 1024, collect_tasks: bool = True, progress: Callable[[int], None] | None = None):
-    """Run `n_episodes` episodes; returns numpy {"slot_reward": [E, H], field: [E, H, U], ...}.
+            chunk: int = 1024, collect_tasks: bool = True, progress: Callable[[int], None] | None = None,
+            first_episode: int = 0):
+    """Run episodes first_episode .. first_episode + n_episodes - 1.
+
+    Returns numpy {"slot_reward": [E, H], field: [E, H, U], ...}. On a cluster each process
+    (after ``jax.distributed.initialize()``) runs its own ``first_episode`` range.
 
     Each chunk of episodes is sharded over the local devices (padded to a multiple of the
     device count); ``progress(n_done)`` is called after each chunk.
@@ -69,7 +73,7 @@ def rollout(key, params: EnvParams, policy: Policy, policy_params=None, n_episod
     outs = []
     for start in range(0, n_episodes, chunk):
         n = min(chunk, n_episodes - start)
-        keys = episode_keys(key, start, chunk)          # full chunk: one compiled shape
+        keys = episode_keys(key, first_episode + start, chunk)          # full chunk: one compiled shape
         keys = jax.device_put(keys, sharding)
         rewards, tasks = _run_batch(keys, params, policy, policy_params, collect_tasks)
         outs.append(jax.tree.map(lambda x: np.asarray(x)[:n], {"slot_reward": rewards, **tasks}))
