@@ -58,6 +58,23 @@ def ppo_config_from_args(args) -> PPOConfig:
     return dataclasses.replace(PPOConfig(), **kw)
 
 
+def parse_setup(ap: argparse.ArgumentParser, argv=None):
+    """Evaluation-size arguments, parsing and validation shared by bench_ppo and train_ppo.
+
+    Returns (args, n_eval, n_oracle, sim_cfg, env_params, ppo_cfg); errors exit before any compute.
+    """
+    ap.add_argument("--eval-episodes", type=int, default=None)
+    ap.add_argument("--oracle-episodes", type=int, default=None)
+    args = ap.parse_args(argv)
+    n_eval = args.eval_episodes or (8 if args.quick else 64)
+    n_oracle = args.oracle_episodes or (2 if args.quick else 4)
+    if not 1 <= n_oracle <= n_eval:
+        ap.error(f"--oracle-episodes = {n_oracle}: allowed [1, --eval-episodes = {n_eval}]")
+    sim_cfg = load_config(args.config)
+    env_params = make_params(sim_cfg)
+    return args, n_eval, n_oracle, sim_cfg, env_params, ppo_config_from_args(args).validate(env_params)
+
+
 def add_ppo_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--config", default=None, help="scenario TOML (default: the DESIGN.md defaults)")
     ap.add_argument("--seed", type=int, default=0)
@@ -103,17 +120,7 @@ class SegmentClock:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_ppo_args(ap)
-    ap.add_argument("--eval-episodes", type=int, default=None)
-    ap.add_argument("--oracle-episodes", type=int, default=None)
-    args = ap.parse_args(argv)
-    n_eval = args.eval_episodes or (8 if args.quick else 64)
-    n_oracle = args.oracle_episodes or (2 if args.quick else 4)
-    if not 1 <= n_oracle <= n_eval:
-        ap.error(f"--oracle-episodes = {n_oracle}: allowed [1, --eval-episodes = {n_eval}]")
-
-    sim_cfg = load_config(args.config)
-    env_params = make_params(sim_cfg)
-    cfg = ppo_config_from_args(args).validate(env_params)
+    args, n_eval, n_oracle, sim_cfg, env_params, cfg = parse_setup(ap, argv)
     print(f"PPO {cfg}", flush=True)
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; U = {env_params.n_users}, "
           f"K = {env_params.n_actions}, horizon = {env_params.horizon}", flush=True)

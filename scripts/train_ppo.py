@@ -28,9 +28,8 @@ import numpy as np
 
 from baselines import greedy_policy, oracle_policy, random_policy
 from baselines.ppo import METRIC_NAMES, load_ppo_policy, train
-from jaxsim.config import atomic_write_bytes, load_config
-from jaxsim.params import make_params
-from scripts.bench_ppo import EVAL_KEY_OFFSET, SegmentClock, add_ppo_args, evaluate, ppo_config_from_args
+from jaxsim.config import atomic_write_bytes
+from scripts.bench_ppo import EVAL_KEY_OFFSET, SegmentClock, add_ppo_args, evaluate, parse_setup
 
 
 def write_curve_csv(path: str, metrics: dict[str, list[float]]) -> None:
@@ -75,17 +74,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_ppo_args(ap)
     ap.add_argument("--out", required=True, help="output directory")
-    ap.add_argument("--eval-episodes", type=int, default=None)
-    ap.add_argument("--oracle-episodes", type=int, default=None)
-    args = ap.parse_args(argv)
-    n_eval = args.eval_episodes or (8 if args.quick else 64)
-    n_oracle = args.oracle_episodes or (2 if args.quick else 4)
-    if not 1 <= n_oracle <= n_eval:
-        ap.error(f"--oracle-episodes = {n_oracle}: allowed [1, --eval-episodes = {n_eval}]")
-
-    sim_cfg = load_config(args.config)
-    env_params = make_params(sim_cfg)
-    cfg = ppo_config_from_args(args).validate(env_params)
+    args, n_eval, n_oracle, sim_cfg, env_params, cfg = parse_setup(ap, argv)
     os.makedirs(args.out, exist_ok=True)
     ckpt = os.path.join(args.out, "ckpt")
     print(f"PPO {cfg}", flush=True)

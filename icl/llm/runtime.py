@@ -37,7 +37,7 @@ from .weights import load_gguf, load_hf_folder, open_gguf
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def bucket_len(n: int, quantum: int = 64) -> int:
+def bucket_len(n: int, quantum: int = 32) -> int:
     """Padded length: powers of two (>= 8) up to ``quantum``, then multiples of ``quantum``."""
     n = int(n)
     if n <= quantum:

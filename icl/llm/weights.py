@@ -81,6 +81,35 @@ def config_from_gguf(meta: dict, tensor_shapes: dict) -> Config:
         rope_interleaved=(arch == "llama"), arch=arch)
 
 
+# per-layer tensor names: attention norm, q/k/v weights ({x} = q, k, v), output, MLP norm, gate, up, down,
+# q/k/v biases
+GGUF_NAMES = ("attn_norm.weight", "attn_{x}.weight", "attn_output.weight", "ffn_norm.weight", "ffn_gate.weight",
+              "ffn_up.weight", "ffn_down.weight", "attn_{x}.bias")
+HF_NAMES = ("input_layernorm.weight", "self_attn.{x}_proj.weight", "self_attn.o_proj.weight",
+            "post_attention_layernorm.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
+            "self_attn.{x}_proj.bias")
+
+
+def _stack_layers(cfg, get, prefix: str, names: tuple) -> dict:
+    """Per-layer tensors (stored (out, in)) into the stacked x @ W layout of ``model.py``."""
+    an, qkv, out, mn, gate, up, down, bias = names
+    per_layer = []
+    for i in range(cfg.n_layers):
+        b = prefix.format(i=i)
+        layer = {
+            "attn_norm": get(b + an),
+            "wqkv": np.concatenate([get(b + qkv.format(x=x)).T for x in "qkv"], axis=1),
+            "wo": get(b + out).T,
+            "mlp_norm": get(b + mn),
+            "w13": np.concatenate([get(b + gate).T, get(b + up).T], axis=1),
+            "w2": get(b + down).T,
+        }
+        if cfg.qkv_bias:
+            layer["bqkv"] = np.concatenate([get(b + bias.format(x=x)) for x in "qkv"])
+        per_layer.append(layer)
+    return {k: np.stack([layer[k] for layer in per_layer]) for k in per_layer[0]}
+
+
 def load_gguf(path_or_reader) -> tuple[Config, dict, dict]:
     """GGUF file -> (Config, float32 NumPy params in model layout, metadata dict)."""
     reader = open_gguf(path_or_reader) if isinstance(path_or_reader, (str, os.PathLike)) else path_or_reader
@@ -94,22 +123,8 @@ def load_gguf(path_or_reader) -> tuple[Config, dict, dict]:
             raise KeyError(f"GGUF tensor {name!r} missing from {meta.get('general.name', 'file')}")
         return _dequantize(tensors[name])
 
-    per_layer = []
-    for i in range(cfg.n_layers):
-        b = f"blk.{i}."
-        layer = {
-            "attn_norm": get(b + "attn_norm.weight"),
-            "wqkv": np.concatenate([get(b + f"attn_{x}.weight").T for x in "qkv"], axis=1),
-            "wo": get(b + "attn_output.weight").T,
-            "mlp_norm": get(b + "ffn_norm.weight"),
-            "w13": np.concatenate([get(b + "ffn_gate.weight").T, get(b + "ffn_up.weight").T], axis=1),
-            "w2": get(b + "ffn_down.weight").T,
-        }
-        if cfg.qkv_bias:
-            layer["bqkv"] = np.concatenate([get(b + f"attn_{x}.bias") for x in "qkv"])
-        per_layer.append(layer)
     params = {"embed": get("token_embd.weight"), "norm": get("output_norm.weight"),
-              "layers": {k: np.stack([l[k] for l in per_layer]) for k in per_layer[0]}}
+              "layers": _stack_layers(cfg, get, "blk.{i}.", GGUF_NAMES)}
     if not cfg.tied_head:
         params["head"] = get("output.weight").T
     return cfg, params, meta
@@ -178,22 +193,8 @@ def load_hf_folder(folder: str | os.PathLike) -> tuple[Config, dict]:
             raise KeyError(f"{folder}: tensor {name!r} missing")
         return np.asarray(sd[name], dtype=np.float32)
 
-    per_layer = []
-    for i in range(cfg.n_layers):
-        b = f"model.layers.{i}."
-        layer = {
-            "attn_norm": get(b + "input_layernorm.weight"),
-            "wqkv": np.concatenate([get(b + f"self_attn.{x}_proj.weight").T for x in "qkv"], axis=1),
-            "wo": get(b + "self_attn.o_proj.weight").T,
-            "mlp_norm": get(b + "post_attention_layernorm.weight"),
-            "w13": np.concatenate([get(b + "mlp.gate_proj.weight").T, get(b + "mlp.up_proj.weight").T], axis=1),
-            "w2": get(b + "mlp.down_proj.weight").T,
-        }
-        if cfg.qkv_bias:
-            layer["bqkv"] = np.concatenate([get(b + f"self_attn.{x}_proj.bias") for x in "qkv"])
-        per_layer.append(layer)
     params = {"embed": get("model.embed_tokens.weight"), "norm": get("model.norm.weight"),
-              "layers": {k: np.stack([l[k] for l in per_layer]) for k in per_layer[0]}}
+              "layers": _stack_layers(cfg, get, "model.layers.{i}.", HF_NAMES)}
     if not cfg.tied_head:
         params["head"] = (get("lm_head.weight") if "lm_head.weight" in sd else get("model.embed_tokens.weight")).T
     return cfg, params
