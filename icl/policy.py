@@ -39,6 +39,8 @@ class ICLConfig:
     pool_size: int = 4096              # records kept (oldest dropped)
     type_penalty: float = 2.0          # distance added between different task types
     max_prompt_tokens: int = 2048      # prompt budget; demonstrations are dropped to fit
+    decide: str = "score"              # score: log-likelihood of each action name; generate: free text, parsed
+    max_new_tokens: int = 8            # generate: answer length limit
     dtype: str = "float32"
     seed: int = 0
 
@@ -61,6 +63,10 @@ class ICLConfig:
             bad("type_penalty", self.type_penalty, "[0, inf)")
         if self.max_prompt_tokens < 16:
             bad("max_prompt_tokens", self.max_prompt_tokens, "[16, inf)")
+        if self.decide not in ("score", "generate"):
+            raise ValueError(f"icl.decide = {self.decide!r}: unknown; allowed: score, generate")
+        if not 1 <= self.max_new_tokens <= 256:
+            bad("max_new_tokens", self.max_new_tokens, "[1, 256]")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"icl.dtype = {self.dtype!r}: unknown; allowed: float32, bfloat16")
         return self
@@ -76,16 +82,21 @@ class DemoPolicy:
         self.n_actions = len(sim_cfg.actions)
         self.pool = pool or ExperiencePool(len(BASE_FEATURES) + self.n_actions, cfg.pool_size, cfg.type_penalty)
         self.rng = np.random.default_rng(cfg.seed)
-        self.stats = {"decisions": 0, "explored": 0, "decide_s": 0.0}
+        self.stats = {"decisions": 0, "explored": 0, "fallbacks": 0, "decide_s": 0.0}
 
     def epsilon(self, episode: int) -> float:
         return self.cfg.epsilon * self.cfg.epsilon_decay ** episode
 
-    def choose(self, feats: np.ndarray, types: np.ndarray, demos: list[np.ndarray]) -> np.ndarray:
+    def choose(self, feats: np.ndarray, types: np.ndarray, demos: list[np.ndarray], fallback: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def decide(self, feats: np.ndarray, types: np.ndarray, mask: np.ndarray, episodes: np.ndarray) -> np.ndarray:
-        """Actions [B, U] for the tasks of B episodes (feats [B, U, F], types/mask [B, U])."""
+    def decide(self, feats: np.ndarray, types: np.ndarray, mask: np.ndarray, episodes: np.ndarray,
+               fallback: np.ndarray | None = None) -> np.ndarray:
+        """Actions [B, U] for the tasks of B episodes (feats [B, U, F], types/mask [B, U]).
+
+        fallback [B, U]: the action used when a free-text answer names no action (the greedy heuristic's,
+        from the runner); without it such a task gets a random action. Either way it is counted.
+        """
         t0 = time.perf_counter()
         actions = self.rng.integers(0, self.n_actions, size=mask.shape).astype(np.int32)
         eps = np.array([self.epsilon(int(e)) for e in episodes])[:, None]
@@ -95,7 +106,8 @@ class DemoPolicy:
         if len(b_i):
             f, t = feats[b_i, u_i], types[b_i, u_i]
             demos = self.pool.select(self.cfg.select, self.cfg.shots, f, t, self.rng, self.cfg.tau)
-            actions[b_i, u_i] = self.choose(f, t, demos)
+            fb = actions[b_i, u_i] if fallback is None else np.asarray(fallback)[b_i, u_i]
+            actions[b_i, u_i] = self.choose(f, t, demos, fb)
         self.stats["decisions"] += int(mask.sum())
         self.stats["explored"] += int(explore.sum())
         self.stats["decide_s"] += time.perf_counter() - t0
@@ -119,7 +131,7 @@ class KNNPolicy(DemoPolicy):
 
     name = "knn"
 
-    def choose(self, feats, types, demos):
+    def choose(self, feats, types, demos, fallback):
         out = np.empty(len(types), np.int32)
         for i, d in enumerate(demos):
             if len(d) == 0:
@@ -150,9 +162,20 @@ class ICLPolicy(DemoPolicy):
         wrap = (lambda s: lm.chat_prompt(s)) if has_template else (lambda s: s + "\nAnswer:")
         self.candidates = list(sim_cfg.action_names) if has_template else [" " + a for a in sim_cfg.action_names]
         self.prompts = PromptBuilder(sim_cfg, lambda s: len(lm.encode(s)), wrap, cfg.max_prompt_tokens)
+        self.needs_fallback = cfg.decide == "generate"      # the runner then passes greedy's actions
         self.stats.update({"prompt_tokens": 0, "llm_calls": 0, "llm_s": 0.0})
 
-    def choose(self, feats, types, demos):
+    def parse_answer(self, text: str) -> int | None:
+        """The action named first in a free-text answer (longest names matched first), or None."""
+        names = self.sim_cfg.action_names
+        hits = []
+        for a in sorted(range(len(names)), key=lambda i: -len(names[i])):
+            pos = text.find(names[a])
+            if pos >= 0 and not any(p <= pos < p + len(names[b]) for b, p in hits):
+                hits.append((a, pos))
+        return min(hits, key=lambda h: h[1])[0] if hits else None
+
+    def choose(self, feats, types, demos, fallback):
         pool = self.pool
         lines = [[self.prompts.demo_line(pool.features[j], pool.task_type[j], pool.action[j], pool.reward[j])
                   for j in d] for d in demos]
@@ -165,6 +188,15 @@ class ICLPolicy(DemoPolicy):
             groups = {(): list(range(len(prompts)))}
         out = np.empty(len(prompts), np.int32)
         t0 = time.perf_counter()
+        if self.cfg.decide == "generate":
+            texts = self.lm.generate(prompts, self.cfg.max_new_tokens, stop=["\n"])
+            for i, text in enumerate(texts):
+                a = self.parse_answer(text)
+                if a is None:
+                    self.stats["fallbacks"] += 1
+                out[i] = fallback[i] if a is None else a
+            self.stats["llm_calls"] += 1
+            groups = {}
         for idx in groups.values():
             lp = self.lm.score([prompts[i] for i in idx], self.candidates)
             out[idx] = lp.argmax(1)
@@ -180,6 +212,7 @@ class ICLPolicy(DemoPolicy):
         s["truncated_prompts"] = self.prompts.truncated
         s["truncated_share"] = self.prompts.truncated / asked
         s["dropped_demos"] = self.prompts.dropped
+        s["fallback_share"] = s["fallbacks"] / asked
         s["model"] = self.cfg.model
         s["n_params"] = int(getattr(self.lm, "n_params", 0))
         return s

@@ -19,6 +19,8 @@ from jaxsim import env
 from jaxsim.params import EnvParams
 from jaxsim.rollout import TASK_FIELDS
 
+from baselines.heuristics import greedy_policy
+
 from .prompt import task_features
 
 
@@ -30,6 +32,11 @@ def _reset(keys, params: EnvParams):
 @jax.jit
 def _obs(state, params: EnvParams):
     return jax.vmap(lambda s: env.get_obs(params, s))(state)
+
+
+@jax.jit
+def _greedy(state, params: EnvParams):
+    return jax.vmap(lambda s: greedy_policy(None, env.get_obs(params, s), params))(state)
 
 
 @jax.jit
@@ -62,7 +69,8 @@ def rollout_host(key, params: EnvParams, policy, n_episodes: int, batch_episodes
         for t in range(params.horizon):
             k_pol_step = jax.vmap(jax.random.split)(slot_keys[:, t])                    # [B, 2, 2]
             feats, types, mask = task_features(_obs(state, params))
-            actions = policy.decide(feats, types, mask, ep)
+            fallback = np.asarray(_greedy(state, params)) if getattr(policy, "needs_fallback", False) else None
+            actions = policy.decide(feats, types, mask, ep, fallback)
             state, r, info = _step(k_pol_step[:, 1], state, jax.numpy.asarray(actions), params)
             info = jax.tree.map(np.asarray, info)
             policy.observe(feats, types, mask, actions, info["reward"], ep, t)

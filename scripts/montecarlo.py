@@ -130,6 +130,8 @@ def parse_args(argv=None):
     g.add_argument("--tau", type=float, help="ranked selection: reward - tau x distance (0.25)")
     g.add_argument("--pool-size", type=int, help="experience records kept (4096)")
     g.add_argument("--max-prompt-tokens", type=int, help="prompt budget in tokens (2048)")
+    g.add_argument("--decide", help="score (log-likelihood of each action name) or generate (free text; "
+                   "an answer naming no action falls back to greedy and is counted) (score)")
     g.add_argument("--pool", help="start from this saved experience pool (orbax directory)")
     g.add_argument("--batch-episodes", type=int, default=4, help="episodes decided together per wave (4)")
     return ap.parse_args(argv)
@@ -139,7 +141,7 @@ def icl_config(args):
     from icl.policy import ICLConfig, with_overrides
     return with_overrides(ICLConfig(seed=args.seed), model=args.model, shots=args.shots, select=args.select,
                           epsilon=args.epsilon, epsilon_decay=args.epsilon_decay, tau=args.tau,
-                          pool_size=args.pool_size, max_prompt_tokens=args.max_prompt_tokens)
+                          pool_size=args.pool_size, max_prompt_tokens=args.max_prompt_tokens, decide=args.decide)
 
 
 def main(argv=None) -> int:

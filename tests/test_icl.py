@@ -12,6 +12,7 @@ from icl.prompt import PromptBuilder, task_features
 from icl.runner import rollout_host
 from jaxsim import env
 from jaxsim.params import make_params
+from baselines import greedy_policy
 from jaxsim.rollout import rollout
 
 from conftest import tiny_config
@@ -111,7 +112,7 @@ def test_host_rollout_sees_the_same_episodes_as_jitted_rollout(tiny):
     class EdgeOnly:
         stats = {"decisions": 0}
 
-        def decide(self, feats, types, mask, episodes):
+        def decide(self, feats, types, mask, episodes, fallback=None):
             return np.zeros(mask.shape, np.int32)
 
         def observe(self, *a):
@@ -128,3 +129,18 @@ def test_task_features_shape(tiny):
     obs, _ = env.reset(jax.random.PRNGKey(0), p)
     f, t, m = task_features(obs)
     assert f.shape == (p.n_users, 6 + p.n_actions) and t.shape == m.shape == (p.n_users,)
+
+
+def test_free_text_answers_parse_or_fall_back_to_greedy(tiny):
+    p = make_params(tiny)
+    icfg = ICLConfig(select="recent", shots=2, epsilon=0.0, decide="generate", max_new_tokens=3,
+                     max_prompt_tokens=100_000)
+    pol = ICLPolicy(tiny, icfg, lm=tiny_lm())
+    assert pol.parse_answer("I pick cloud_large.") == 2 and pol.parse_answer("edge then cloud_small") == 0
+    assert pol.parse_answer("cloud_small") == 1 and pol.parse_answer("no idea") is None
+    out = rollout_host(jax.random.PRNGKey(0), p, pol, 1, batch_episodes=1)
+    s = pol.summary()
+    assert s["fallbacks"] > 0 and 0 < s["fallback_share"] <= 1       # a random tiny model rarely names an action
+    greedy = rollout(jax.random.PRNGKey(0), p, greedy_policy, None, 1)
+    if s["fallbacks"] == s["decisions"]:                               # every answer fell back: greedy's episode
+        np.testing.assert_array_equal(out["action"][out["mask"]], greedy["action"][greedy["mask"]])
