@@ -119,6 +119,14 @@ class DemoPolicy:
         self.pool.add(feats[b_i, u_i], types[b_i, u_i], actions[b_i, u_i], rewards[b_i, u_i],
                       np.asarray(episodes)[b_i], np.full(len(b_i), slot))
 
+    def get_state(self) -> dict:
+        """JSON-able state besides the pool (random generator, counters), for resuming a run exactly."""
+        return {"rng": self.rng.bit_generator.state, "stats": dict(self.stats)}
+
+    def set_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.stats.update(state["stats"])
+
     def summary(self) -> dict:
         s = dict(self.stats)
         s["explored_share"] = s["explored"] / max(s["decisions"], 1)
@@ -204,6 +212,13 @@ class ICLPolicy(DemoPolicy):
         self.stats["llm_s"] += time.perf_counter() - t0
         self.stats["prompt_tokens"] += sum(len(self.lm.encode(p)) for p in prompts)
         return out
+
+    def get_state(self) -> dict:
+        return {**super().get_state(), "truncated": self.prompts.truncated, "dropped": self.prompts.dropped}
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        self.prompts.truncated, self.prompts.dropped = state["truncated"], state["dropped"]
 
     def summary(self) -> dict:
         s = super().summary()

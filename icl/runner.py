@@ -48,16 +48,20 @@ def _step(keys, state, actions, params: EnvParams):
 
 
 def rollout_host(key, params: EnvParams, policy, n_episodes: int, batch_episodes: int = 4,
-                 progress: Callable[[int], None] | None = None, log: Callable[[dict], None] | None = None):
-    """Run a host policy for `n_episodes`; returns the same arrays as ``jaxsim.rollout.rollout``.
+                 progress: Callable[[int], None] | None = None, log: Callable[[dict], None] | None = None,
+                 first_episode: int = 0, on_wave: Callable[[dict, np.ndarray], None] | None = None):
+    """Run a host policy for episodes first_episode .. n_episodes - 1; returns the same arrays as
+    ``jaxsim.rollout.rollout`` (None when there is nothing left to run).
 
     ``log(record)`` receives one record per finished episode (reward, decisions/s, prompt
-    length, exploratory and truncated shares so far).
+    length, exploratory and truncated shares so far); ``on_wave(out, episodes)`` each finished
+    wave's arrays (for saving progress: a resumed run passes ``first_episode`` = episodes done,
+    a multiple of ``batch_episodes``, and the policy state saved with them).
     """
     if n_episodes < 1 or batch_episodes < 1:
         raise ValueError(f"n_episodes = {n_episodes}, batch_episodes = {batch_episodes}: allowed >= 1")
     outs = []
-    for start in range(0, n_episodes, batch_episodes):
+    for start in range(first_episode, n_episodes, batch_episodes):
         ep = np.arange(start, min(start + batch_episodes, n_episodes))
         keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(ep)
         k_reset, k_run = _split2(keys)
@@ -87,9 +91,11 @@ def rollout_host(key, params: EnvParams, policy, n_episodes: int, batch_episodes
                 log({"episode": int(e), "reward": float(out["slot_reward"][j].mean()),
                      "decisions_per_s": dec / wall if wall > 0 else float("nan"),
                      **{k: v for k, v in s.items() if isinstance(v, (int, float))}})
+        if on_wave is not None:
+            on_wave(out, ep)
         if progress is not None:
             progress(len(ep))
-    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]} if outs else None
 
 
 def _split2(keys):

@@ -91,24 +91,47 @@ def print_table(summaries: dict[str, dict], file=None) -> None:
               f"{s['delay_s']['mean']:>8.2f} {s['quality']['mean']:>8.3f} {gap:>14}", file=file)
 
 
-def run_host_policy(key, params, policy, args, pdir: str, bar) -> tuple[dict, dict]:
-    """ICL / kNN: waves of episodes on the host; per-episode learning log and the final pool saved."""
+def run_host_policy(key, params, policy, args, pdir: str, bar, resume: bool) -> tuple[dict, dict]:
+    """ICL / kNN: waves of episodes on the host, saved after every wave (arrays, pool, policy state),
+    so an interrupted run resumes at the next wave with the same results; then the per-episode
+    learning log and the final pool."""
     from icl.pool import ExperiencePool
     from icl.runner import rollout_host
-    if args.pool:
-        policy.pool = ExperiencePool.load(args.pool, policy.cfg.type_penalty)
+    part = os.path.join(pdir, "partial")
+    state_path = os.path.join(part, "state.json")
     log: list[dict] = []
+    done, acc = 0, None
+    if resume and os.path.exists(state_path):
+        with open(state_path) as f:
+            st = json.load(f)
+        done, log = st["episodes_done"], st["log"]
+        with np.load(os.path.join(part, "episodes.npz")) as z:
+            acc = {k: z[k][:done] for k in z.files}
+        policy.pool = ExperiencePool.load(os.path.join(part, "pool"), policy.cfg.type_penalty)
+        policy.set_state(st["policy"])
+        bar.update(done)
+    elif args.pool:
+        policy.pool = ExperiencePool.load(args.pool, policy.cfg.type_penalty)
 
     def on_episode(rec):
         log.append(rec)
         bar.set_postfix(reward=f"{rec['reward']:.3f}", dec_s=f"{rec['decisions_per_s']:.1f}")
-    out = rollout_host(key, params, policy, args.episodes, args.batch_episodes, progress=bar.update, log=on_episode)
-    os.makedirs(pdir, exist_ok=True)
+
+    def on_wave(out, ep):
+        nonlocal acc
+        acc = out if acc is None else {k: np.concatenate([acc[k], out[k]]) for k in acc}
+        buf = io.BytesIO()
+        np.savez(buf, **acc)
+        atomic_write_bytes(os.path.join(part, "episodes.npz"), buf.getvalue())
+        policy.pool.save(os.path.join(part, "pool"))
+        write_json(state_path, {"episodes_done": int(ep[-1]) + 1, "policy": policy.get_state(), "log": log})
+
+    rollout_host(key, params, policy, args.episodes, args.batch_episodes, progress=bar.update,
+                 log=on_episode, first_episode=done, on_wave=on_wave)
     cols = list(log[0])
     atomic_write_bytes(os.path.join(pdir, "learning.csv"), _csv_bytes(cols, ([r.get(c) for c in cols] for r in log)))
     policy.pool.save(os.path.join(pdir, "pool"))
-    cfg = dataclasses.asdict(policy.cfg)
-    return out, {"icl": cfg, "host": policy.summary()}
+    return acc, {"icl": dataclasses.asdict(policy.cfg), "host": policy.summary()}
 
 
 def parse_args(argv=None):
@@ -173,13 +196,15 @@ def main(argv=None) -> int:
     run_dir = args.out or os.path.join("runs", f"montecarlo-{chash}-s{args.seed}-e{args.episodes}")
     os.makedirs(run_dir, exist_ok=True)
     meta = {"config_hash": chash, "seed": args.seed, "episodes": args.episodes,
+            "options": {"icl": dataclasses.asdict(icfg) if icfg else None, "checkpoint": args.checkpoint,
+                        "batch_episodes": args.batch_episodes},
             "devices": [str(d) for d in jax.local_devices()], "jax": jax.__version__}
     meta_path = os.path.join(run_dir, "run.json")
     same_run = False
     if os.path.exists(meta_path):
         with open(meta_path) as f:
             old = json.load(f)
-        same_run = all(old.get(k) == meta[k] for k in ("config_hash", "seed", "episodes"))
+        same_run = all(old.get(k) == meta[k] for k in ("config_hash", "seed", "episodes", "options"))
     save_config(cfg, os.path.join(run_dir, "config.toml"))
     write_json(meta_path, {**meta, "policies": names})
 
@@ -198,7 +223,7 @@ def main(argv=None) -> int:
         extra: dict = {}
         with tqdm(total=args.episodes, desc=name, unit="ep", leave=False) as bar:
             if name in HOST_POLICIES:
-                out, extra = run_host_policy(key, params, policy, args, pdir, bar)
+                out, extra = run_host_policy(key, params, policy, args, pdir, bar, same_run)
             else:
                 out = rollout(key, params, policy, pparams, args.episodes, chunk=args.chunk, progress=bar.update)
         wall = time.perf_counter() - t0
