@@ -1,0 +1,32 @@
+"""Figure 4: ICL versus the exploration rate epsilon (0, 0.05, 0.1, 0.2, 0.3, and 0.3 decaying by 0.8 per episode).
+
+    python -m scripts.fig_explore [--quick | --no-quick] [--out results]
+
+Writes results/fig4_explore.png and fig4_explore.csv.
+"""
+
+from __future__ import annotations
+
+from scripts.study import Study, study_args, sweep_figure
+
+POINTS = [("0", 0.0, 1.0), ("0.05", 0.05, 1.0), ("0.1", 0.1, 1.0), ("0.2", 0.2, 1.0), ("0.3", 0.3, 1.0),
+          ("0.3 x 0.8^ep", 0.3, 0.8)]
+
+
+def make(study: Study) -> str:
+    cfg = study.scenario()
+    pts = study.points(POINTS[::2] + POINTS[-1:], POINTS)
+    refs = {m: study.run(m, cfg) for m in ("greedy", "oracle", "random")}
+    series = {m: [study.run(m, cfg, {"select": "nearest", "shots": 8, "epsilon": e, "epsilon_decay": d})
+                  for _, e, d in pts] for m in ("icl", "knn")}
+    sweep_figure(study, "fig4_explore", "ICL vs exploration rate", "epsilon", [p[0] for p in pts], series, refs)
+    return study.path("fig4_explore.png")
+
+
+def main(argv=None):
+    _, study = study_args(__doc__.split("\n\n")[0], argv)
+    print(make(study))
+
+
+if __name__ == "__main__":
+    main()

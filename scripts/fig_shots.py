@@ -1,0 +1,39 @@
+"""Figure 3: ICL versus the number of demonstrations in the prompt and versus the pool size.
+
+    python -m scripts.fig_shots [--quick | --no-quick] [--out results]
+
+Writes results/fig3_shots.png, fig3_shots.csv and fig3_pool.csv. kNN (same pool and selection,
+no LLM) is shown beside ICL everywhere.
+"""
+
+from __future__ import annotations
+
+from scripts.study import Study, plt, save_figure, study_args, sweep_figure
+
+BASE = {"select": "nearest", "epsilon": 0.1}
+
+
+def make(study: Study) -> str:
+    cfg = study.scenario()
+    shots = study.points([0, 2, 4, 8], [0, 2, 4, 8, 16])
+    pools = study.points([8, 32, 4096], [16, 64, 256, 4096])
+    refs = {m: study.run(m, cfg) for m in ("greedy", "oracle", "random")}
+    pyplot = plt()
+    fig, (a1, a2) = pyplot.subplots(1, 2, figsize=(11, 3.8))
+    sweep_figure(study, "fig3_shots", "ICL vs demonstrations (nearest, 8 shots unless swept)", "demonstrations k", shots,
+                 {m: [study.run(m, cfg, {**BASE, "shots": k}) for k in shots] for m in ("icl", "knn")}, refs, a1, fig)
+    sweep_figure(study, "fig3_pool", "ICL vs experience-pool size", "pool capacity (records)", pools,
+                 {m: [study.run(m, cfg, {**BASE, "shots": 8, "pool_size": n}) for n in pools] for m in ("icl", "knn")},
+                 refs, a2, fig)
+    save_figure(fig, study.path("fig3_shots.png"))
+    pyplot.close(fig)
+    return study.path("fig3_shots.png")
+
+
+def main(argv=None):
+    _, study = study_args(__doc__.split("\n\n")[0], argv)
+    print(make(study))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Figure 5: ICL versus the size of the deciding LLM (every model this machine can load) and versus
+the network size (users per cell).
+
+    python -m scripts.fig_size [--quick | --no-quick] [--out results] [--models a,b,...]
+
+Writes results/fig5_size.png, fig5_llm_size.csv and fig5_network_size.csv. Models default to every
+registered model whose weights are installed (``icl.llm.available()``); ``--models`` takes names,
+.gguf paths or checkpoint folders.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from scripts.study import Study, plt, save_figure, study_args, sweep_figure
+
+ICL = {"select": "nearest", "shots": 8, "epsilon": 0.1}
+
+
+def make(study: Study, models: list[str] | None = None) -> str:
+    from icl.llm import available
+    cfg = study.scenario()
+    models = models or ([study.model] if study.lm is not None else [m for m in available()] or [study.model])
+    users = study.points([2, 3, 4], [4, 8, 12, 16])
+    pyplot = plt()
+    fig, (a1, a2) = pyplot.subplots(1, 2, figsize=(11, 3.8))
+    refs = {m: study.run(m, cfg) for m in ("greedy", "oracle", "knn") if m != "knn"}
+    refs["knn"] = study.run("knn", cfg, ICL)
+    sweep_figure(study, "fig5_llm_size", "ICL vs deciding LLM", "model", models,
+                 {"icl": [study.run("icl", cfg, {**ICL, "model": m}) for m in models]}, refs, a1, fig)
+    series = {m: [study.run(m, study.scenario(users_per_cell=u), ICL if m in ("icl", "knn") else None)
+                  for u in users] for m in ("icl", "knn", "greedy", "oracle")}
+    sweep_figure(study, "fig5_network_size", "ICL vs network size", "users per cell", users, series, {}, a2, fig)
+    save_figure(fig, study.path("fig5_size.png"))
+    pyplot.close(fig)
+    return study.path("fig5_size.png")
+
+
+def main(argv=None):
+    args, study = study_args(__doc__.split("\n\n")[0], argv,
+                             lambda ap: ap.add_argument("--models", help="comma-separated deciding LLMs"))
+    print(make(study, args.models.split(",") if args.models else None))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""Shared machinery of the figure scripts (``scripts/fig_*.py``, ``scripts/reproduce.py``).
+
+A :class:`Study` fixes the scenario size (``--quick``: a small network and few episodes that run in
+minutes on a 2-core CPU; full: DESIGN.md's default scenario, 20 episodes), the seed, the deciding
+LLM, and a results folder. Every run is cached there as JSON (``runs/<key>.json``, written
+atomically), so a rerun or an interrupted reproduction recomputes nothing already finished.
+Figures are written as PNG with the numbers behind them as CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxsim.config import EpisodeConfig, SimConfig, TopologyConfig, atomic_write_bytes, config_to_dict
+from jaxsim.metrics import episode_metrics, summarise
+from jaxsim.params import make_params
+from jaxsim.rollout import rollout
+
+METHOD_COLORS = {"random": "#999999", "edge_only": "#1f77b4", "cloud_small_only": "#17becf",
+                 "cloud_large_only": "#2ca02c", "greedy": "#ff7f0e", "knn": "#8c564b", "icl": "#d62728",
+                 "ppo": "#9467bd", "oracle": "#000000"}
+
+
+@dataclass
+class Study:
+    out_dir: str
+    quick: bool = True
+    seed: int = 0
+    model: str = "smollm2-135m"
+    lm: Any = None                       # a loaded icl.llm.LanguageModel (tests pass a tiny one)
+    episodes: int | None = None          # override the preset
+    tiny: bool = False                   # tests: 1 cell x 3 users, 4 slots, 2-point sweeps
+    cache: dict = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ presets
+    def scenario(self, users_per_cell: int | None = None) -> SimConfig:
+        """Quick: 2 cells x 3 users, 10-slot episodes; full: the default scenario."""
+        cfg = SimConfig()
+        if self.tiny:
+            cfg = cfg.replace(topology=TopologyConfig(n_cells=1, users_per_cell=3), episode=EpisodeConfig(horizon=4))
+        elif self.quick:
+            cfg = cfg.replace(topology=TopologyConfig(n_cells=2, users_per_cell=3), episode=EpisodeConfig(horizon=10))
+        if users_per_cell is not None:
+            cfg = cfg.replace(topology=dataclasses.replace(cfg.topology, users_per_cell=users_per_cell))
+        return cfg.validate()
+
+    @property
+    def n_episodes(self) -> int:
+        return self.episodes or (2 if self.tiny else 4 if self.quick else 20)
+
+    def points(self, quick: list, full: list) -> list:
+        """A sweep's points: full, quick, or (tiny) the first and last quick point."""
+        return [quick[0], quick[-1]] if self.tiny else quick if self.quick else full
+
+    def path(self, *parts: str) -> str:
+        p = os.path.join(self.out_dir, *parts)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        return p
+
+    def language_model(self, name: str | None = None):
+        name = name or self.model
+        if self.lm is not None and name == self.model:
+            return self.lm
+        if name not in self.cache:
+            from icl.llm import LanguageModel
+            self.cache[name] = LanguageModel.load(name)
+        return self.cache[name]
+
+    # ------------------------------------------------------------------ runs
+    def run(self, method: str, cfg: SimConfig, icl: dict | None = None, ppo_updates: int | None = None) -> dict:
+        """Summary of one method on one scenario (cached): means with CIs, per type, per-episode rewards."""
+        if method == "icl":
+            icl = {"model": self.model, **(icl or {})}
+        key_src = json.dumps({"m": method, "cfg": config_to_dict(cfg), "icl": icl, "ppo": ppo_updates,
+                              "seed": self.seed, "n": self.n_episodes,
+                              "model": (icl or {}).get("model", self.model) if method == "icl" else None},
+                             sort_keys=True, default=str)
+        key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
+        path = self.path("runs", f"{method}-{key}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                return json.load(f)
+        params = make_params(cfg)
+        rkey = jax.random.PRNGKey(self.seed)
+        extra: dict = {}
+        t0 = time.perf_counter()
+        if method in ("icl", "knn"):
+            from icl.policy import ICLConfig, ICLPolicy, KNNPolicy
+            from icl.runner import rollout_host
+            icfg = ICLConfig(seed=self.seed, **(icl or {})).validate()
+            pol = (ICLPolicy(cfg, icfg, lm=self.language_model(icfg.model)) if method == "icl"
+                   else KNNPolicy(cfg, icfg))
+            log: list[dict] = []
+            out = rollout_host(rkey, params, pol, self.n_episodes, batch_episodes=max(1, self.n_episodes // 4),
+                               log=log.append)
+            extra = {"host": pol.summary(), "learning": [r["reward"] for r in log]}
+        elif method == "ppo":
+            from baselines.ppo import PPOConfig, policy_params_from, ppo_policy, train
+            n_up = ppo_updates or (3 if self.tiny else 20 if self.quick else 150)
+            pcfg = PPOConfig(n_envs=16 if self.quick else 64, n_updates=n_up, checkpoint_every=0,
+                             n_minibatches=4 if self.quick else 8)
+            res = train(jax.random.PRNGKey(self.seed + 1), pcfg, params)
+            extra["train_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            out = rollout(rkey, params, ppo_policy, policy_params_from(res.runner, pcfg, params), self.n_episodes)
+            extra = {"curve": res.metrics.get("episode_reward", []), "episodes_per_update": pcfg.n_envs}
+        else:
+            from baselines.registry import make_policy
+            pol, pp = make_policy(method, cfg)
+            out = rollout(rkey, params, pol, pp, self.n_episodes)
+        wall = time.perf_counter() - t0
+        summary = summarise(out, cfg.type_names)
+        summary["wall_s"] = wall
+        summary["decisions_per_s"] = float(out["mask"].sum()) / wall if wall > 0 else float("nan")
+        summary["episode_rewards"] = episode_metrics(out)["reward"].tolist()
+        summary.update(extra)
+        atomic_write_bytes(path, json.dumps(summary, default=float).encode())
+        return summary
+
+
+# ---------------------------------------------------------------------- output helpers
+def write_csv(path: str, header: list[str], rows) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows(rows)
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def save_figure(fig, path: str) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+    return pyplot
+
+
+def mean_ci(s: dict, metric: str = "reward") -> tuple[float, float]:
+    m = s[metric]
+    return float(m["mean"]), float(m["ci95"]) if np.isfinite(m["ci95"]) else 0.0
+
+
+def study_args(description: str, argv=None, extra=None) -> tuple[argparse.Namespace, Study]:
+    """Common options of the figure scripts (``extra(ap)`` adds a script's own); errors before any compute."""
+    ap = argparse.ArgumentParser(description=description)
+    if extra is not None:
+        extra(ap)
+    ap.add_argument("--quick", action=argparse.BooleanOptionalAction, default=True,
+                    help="small network, few episodes (default); --no-quick: the default scenario, 20 episodes")
+    ap.add_argument("--out", default="results", help="results folder (default results/)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", default="smollm2-135m", help="deciding LLM (registered name, .gguf or folder)")
+    ap.add_argument("--episodes", type=int, help="episodes per point (default 4 quick, 20 full)")
+    args = ap.parse_args(argv)
+    if args.episodes is not None and args.episodes < 2:
+        ap.error(f"--episodes = {args.episodes}: allowed >= 2 (confidence intervals need two)")
+    return args, Study(args.out, args.quick, args.seed, args.model, episodes=args.episodes)
+
+
+def sweep_figure(study: Study, name: str, title: str, xlabel: str, xs: list, series: dict[str, list[dict]],
+                 refs: dict[str, dict], ax=None, fig=None):
+    """Reward (with 95% intervals) of each series over a swept parameter, reference levels dashed;
+    writes <name>.csv; returns the axes. ``xs`` may be labels (strings)."""
+    pyplot = plt()
+    own = ax is None
+    if own:
+        fig, ax = pyplot.subplots(figsize=(6, 3.8))
+    pos = np.arange(len(xs))
+    rows = []
+    for label, sums in series.items():
+        vals = [mean_ci(s) for s in sums]
+        color = METHOD_COLORS.get(label.split(" ")[0], None)
+        ax.errorbar(pos, [v[0] for v in vals], yerr=[v[1] for v in vals], marker="o", capsize=3, label=label,
+                    color=color)
+        rows += [(label, str(x), f"{v[0]:.6g}", f"{v[1]:.6g}") for x, v in zip(xs, vals)]
+    for label, s in refs.items():
+        m, _ = mean_ci(s)
+        ax.axhline(m, ls="--", lw=1, color=METHOD_COLORS.get(label, "gray"), label=f"{label} ({m:.3f})")
+        rows.append((label, "", f"{m:.6g}", f"{mean_ci(s)[1]:.6g}"))
+    ax.set_xticks(pos, [str(x) for x in xs])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("mean slot reward")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    write_csv(study.path(f"{name}.csv"), ["series", "x", "reward", "ci95"], rows)
+    if own:
+        save_figure(fig, study.path(f"{name}.png"))
+        pyplot.close(fig)
+    return ax
