@@ -1,0 +1,147 @@
+"""Calibrate the roofline inference model against this project's own Flax LLM on this machine.
+
+    python -m scripts.calibrate_roofline [--model smollm2-135m] [--out results] [--quick]
+
+1. Measures the machine: peak FLOP/s (a large f32 matmul through JAX) and memory bandwidth (a
+   jitted reduction over a 512 MiB array: bytes read / s).
+2. Times the LLM: prefill of B x L tokens and one KV-cached decode step at context C, for several
+   batch sizes B (the runtime's own jitted stages, warm, best of --reps).
+3. Predicts the same times with the simulator's roofline (``jaxsim.inference``'s formulas: prefill
+   (2 N L + 2 n_layer L^2 d_model) / (F eta_c) per sequence; decode max(2 N b / (F eta_c),
+   (N bytes_w + b c kv_bytes) / (BW eta_m))) fed with the measured F and BW, both with the
+   simulator's default efficiencies (eta_c 0.5, eta_m 0.8) and with efficiencies fitted here
+   (least squares in log time), and reports each point's relative error.
+
+Writes <out>/calibration.csv and calibration.json and prints one JSON line last. Runs as is on a GPU
+(jax picks the device).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsim.config import InferenceConfig, atomic_write_bytes
+from scripts.study import write_csv
+
+
+def best_time(fn, reps: int) -> float:
+    jax.block_until_ready(fn())
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        ts.append(time.perf_counter() - t)
+    return min(ts)
+
+
+def machine_peak(reps: int, n: int = 3072, mib: int = 512) -> tuple[float, float]:
+    """(FLOP/s of an n x n f32 matmul, bytes/s of a reduction over `mib` MiB)."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+    mm = jax.jit(lambda x, y: x @ y)
+    flops = 2 * n ** 3 / best_time(lambda: mm(a, a), reps)
+    x = jnp.ones((mib * 2 ** 20 // 4,), jnp.float32)
+    red = jax.jit(jnp.sum)
+    bw = x.nbytes / best_time(lambda: red(x), reps)
+    return flops, bw
+
+
+def llm_times(lm, batches, prompt_len: int, reps: int, decode_steps: int = 8):
+    """Per batch size: (prefill s for B x prompt_len tokens, decode-step s at context prompt_len)."""
+    from icl.llm import runtime as R
+    cfg, params = lm.cfg, lm.params
+    out = {}
+    key = jax.random.PRNGKey(0)
+    for b in batches:
+        toks = jnp.asarray(np.random.default_rng(b).integers(100, cfg.vocab_size, (b, prompt_len)), jnp.int32)
+        valid = jnp.ones((b, prompt_len), bool)
+        size = prompt_len + 64
+        pre = best_time(lambda: R._gen_prefill(cfg, params, toks, valid, size, key, jnp.float32(1.0), True), reps)
+        tok, cache = R._gen_prefill(cfg, params, toks, valid, size, key, jnp.float32(1.0), True)
+        vmask = jnp.concatenate([valid, jnp.zeros((b, 64), bool)], 1)
+
+        def steps(tok=tok, cache=cache):
+            # decode_steps steps from the same prefilled cache (the step donates its cache: copy first)
+            c = (cache[0] + 0, cache[1] + 0)
+            t = tok
+            for s in range(decode_steps):
+                m = vmask.at[:, prompt_len + s].set(True)
+                t, c = R._gen_step(cfg, params, c, m, t, jnp.full((b,), prompt_len + s), jnp.int32(prompt_len + s),
+                                   key, jnp.float32(1.0), True)
+            return t
+        copy = best_time(lambda: (cache[0] + 0, cache[1] + 0), reps)
+        step = (best_time(steps, reps) - copy) / decode_steps
+        out[b] = (pre, step)
+    return out
+
+
+def roofline(n_params, n_layers, d_model, kv_bytes_tok, bytes_w, b, prompt_len, flops, bw, eta_c, eta_m):
+    pre = b * (2 * n_params * prompt_len + 2 * n_layers * prompt_len ** 2 * d_model) / (flops * eta_c)
+    step = max(2 * n_params * b / (flops * eta_c), (n_params * bytes_w + b * prompt_len * kv_bytes_tok) / (bw * eta_m))
+    return pre, step
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--out", default="results")
+    ap.add_argument("--quick", action="store_true", help="batches 1, 4; 3 repetitions")
+    ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--prompt-len", type=int, default=256)
+    args = ap.parse_args(argv)
+    if args.prompt_len < 8 or (args.reps is not None and args.reps < 1):
+        ap.error("--prompt-len must be >= 8 and --reps >= 1")
+    reps = args.reps or (2 if args.quick else 3)
+    batches = [1, 4] if args.quick else [1, 4, 16]
+
+    from icl.llm import LanguageModel
+    lm = LanguageModel.load(args.model)
+    c = lm.cfg
+    n = float(lm.n_params)
+    bytes_w = np.dtype(jax.tree.leaves(lm.params)[0].dtype).itemsize
+    kv_tok = 2 * c.n_layers * c.n_kv_heads * c.head_dim * bytes_w
+    flops, bw = machine_peak(reps)
+    times = llm_times(lm, batches, args.prompt_len, reps)
+
+    def predict(eta_c, eta_m):
+        return {b: roofline(n, c.n_layers, c.dim, kv_tok, bytes_w, b, args.prompt_len, flops, bw, eta_c, eta_m)
+                for b in batches}
+
+    # fitted efficiencies: prefill is compute-bound, so eta_c = predicted(eta 1) / measured (geometric mean);
+    # eta_m from the decode steps that the roofline calls memory-bound at eta 1
+    p1 = predict(1.0, 1.0)
+    eta_c = math.exp(np.mean([math.log(p1[b][0] / times[b][0]) for b in batches]))
+    eta_m = math.exp(np.mean([math.log(p1[b][1] / times[b][1]) for b in batches]))
+    inf = InferenceConfig()
+    rows, report = [], {}
+    for label, (ec, em) in (("design", (inf.eta_compute, inf.eta_memory)), ("fitted", (eta_c, eta_m))):
+        pred = predict(ec, em)
+        errs = []
+        for b in batches:
+            for k, what in ((0, "prefill"), (1, "decode_step")):
+                err = pred[b][k] / times[b][k] - 1.0
+                errs.append(abs(err))
+                rows.append([label, what, b, args.prompt_len, f"{times[b][k]:.6g}", f"{pred[b][k]:.6g}", f"{err:+.4f}"])
+        report[label] = {"eta_compute": ec, "eta_memory": em, "mean_abs_rel_error": float(np.mean(errs)),
+                         "max_abs_rel_error": float(np.max(errs))}
+    os.makedirs(args.out, exist_ok=True)
+    write_csv(os.path.join(args.out, "calibration.csv"),
+              ["efficiencies", "stage", "batch", "context", "measured_s", "predicted_s", "rel_error"], rows)
+    result = {"bench": "roofline_calibration", "model": args.model, "device": str(jax.devices()[0]),
+              "peak_flops": flops, "mem_bw_bytes_s": bw, "n_params": n, **{f"{k}": v for k, v in report.items()}}
+    atomic_write_bytes(os.path.join(args.out, "calibration.json"), json.dumps({**result, "rows": rows}, indent=2).encode())
+    for r in rows:
+        print("  ".join(str(x) for x in r))
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
