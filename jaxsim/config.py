@@ -28,7 +28,7 @@ class ConfigError(ValueError):
 # small validation helpers
 # --------------------------------------------------------------------------
 def _num(path: str, value: Any, lo: float | None = None, hi: float | None = None,
-         lo_open: bool = False, hi_open: bool = False, integer: bool = False) -> None:
+         lo_open: bool = False, hi_open: bool = False, integer: bool = False, allow_inf: bool = False) -> None:
     kind = "an integer" if integer else "a number"
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok_type:
@@ -42,7 +42,7 @@ def _num(path: str, value: Any, lo: float | None = None, hi: float | None = None
         raise ConfigError(f"{path} = {value!r} is out of range: allowed {rng}")
     if hi is not None and (value > hi or (hi_open and value == hi)):
         raise ConfigError(f"{path} = {value!r} is out of range: allowed {rng}")
-    if not integer and lo is not None and hi is None and math.isinf(value) and not path.endswith("max_se_bps_hz"):
+    if not integer and math.isinf(value) and not allow_inf:
         raise ConfigError(f"{path} = {value!r}: must be finite, allowed {rng}")
 
 
@@ -147,7 +147,7 @@ class RadioConfig:
         if not isinstance(self.integer_rbs, bool):
             raise ConfigError(f"{p}.integer_rbs = {self.integer_rbs!r}: must be true or false")
         _num(f"{p}.shannon_gap_db", self.shannon_gap_db, 0.0, 20.0)
-        _num(f"{p}.max_se_bps_hz", self.max_se_bps_hz, 0.0, None, lo_open=True)
+        _num(f"{p}.max_se_bps_hz", self.max_se_bps_hz, 0.0, None, lo_open=True, allow_inf=True)
 
 
 @dataclass(frozen=True)
