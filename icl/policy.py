@@ -40,6 +40,7 @@ class ICLConfig:
     type_penalty: float = 2.0          # distance added between different task types
     max_prompt_tokens: int = 2048      # prompt budget; demonstrations are dropped to fit
     decide: str = "score"              # score: log-likelihood of each action name; generate: free text, parsed
+    calibrate: bool = False            # score: subtract each answer's log-likelihood for a content-free prompt
     max_new_tokens: int = 8            # generate: answer length limit
     dtype: str = "float32"
     seed: int = 0
@@ -171,6 +172,12 @@ class ICLPolicy(DemoPolicy):
         self.candidates = list(sim_cfg.action_names) if has_template else [" " + a for a in sim_cfg.action_names]
         self.prompts = PromptBuilder(sim_cfg, lambda s: len(lm.encode(s)), wrap, cfg.max_prompt_tokens)
         self.needs_fallback = cfg.decide == "generate"      # the runner then passes greedy's actions
+        self.bias = np.zeros(len(self.candidates))
+        if cfg.calibrate:
+            # content-free calibration: the answer prior of the description with no demonstration and no task
+            cf = wrap(self.prompts.description + "Current task:\nN/A\nAnswer with one option: "
+                      + ", ".join(sim_cfg.action_names) + ".")
+            self.bias = lm.score([cf], self.candidates)[0]
         self.stats.update({"prompt_tokens": 0, "llm_calls": 0, "llm_s": 0.0})
 
     def parse_answer(self, text: str) -> int | None:
@@ -206,7 +213,7 @@ class ICLPolicy(DemoPolicy):
             self.stats["llm_calls"] += 1
             groups = {}
         for idx in groups.values():
-            lp = self.lm.score([prompts[i] for i in idx], self.candidates)
+            lp = self.lm.score([prompts[i] for i in idx], self.candidates) - self.bias
             out[idx] = lp.argmax(1)
             self.stats["llm_calls"] += 1
         self.stats["llm_s"] += time.perf_counter() - t0

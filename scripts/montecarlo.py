@@ -155,6 +155,8 @@ def parse_args(argv=None):
     g.add_argument("--max-prompt-tokens", type=int, help="prompt budget in tokens (2048)")
     g.add_argument("--decide", help="score (log-likelihood of each action name) or generate (free text; "
                    "an answer naming no action falls back to greedy and is counted) (score)")
+    g.add_argument("--calibrate", action="store_true", default=None,
+                   help="subtract each answer's log-likelihood for a content-free prompt (answer-prior bias)")
     g.add_argument("--pool", help="start from this saved experience pool (orbax directory)")
     g.add_argument("--batch-episodes", type=int, default=4, help="episodes decided together per wave (4)")
     return ap.parse_args(argv)
@@ -164,7 +166,8 @@ def icl_config(args):
     from icl.policy import ICLConfig, with_overrides
     return with_overrides(ICLConfig(seed=args.seed), model=args.model, shots=args.shots, select=args.select,
                           epsilon=args.epsilon, epsilon_decay=args.epsilon_decay, tau=args.tau,
-                          pool_size=args.pool_size, max_prompt_tokens=args.max_prompt_tokens, decide=args.decide)
+                          pool_size=args.pool_size, max_prompt_tokens=args.max_prompt_tokens, decide=args.decide,
+                          calibrate=args.calibrate)
 
 
 def main(argv=None) -> int:

@@ -144,3 +144,14 @@ def test_free_text_answers_parse_or_fall_back_to_greedy(tiny):
     greedy = rollout(jax.random.PRNGKey(0), p, greedy_policy, None, 1)
     if s["fallbacks"] == s["decisions"]:                               # every answer fell back: greedy's episode
         np.testing.assert_array_equal(out["action"][out["mask"]], greedy["action"][greedy["mask"]])
+
+
+def test_content_free_calibration_removes_the_answer_prior(tiny):
+    """With calibration, a prompt that carries no information scores every action 0 (its prior removed)."""
+    lm = tiny_lm()
+    pol = ICLPolicy(tiny, ICLConfig(calibrate=True, max_prompt_tokens=100_000), lm=lm)
+    raw = ICLPolicy(tiny, ICLConfig(calibrate=False, max_prompt_tokens=100_000), lm=lm)
+    assert np.any(pol.bias != 0) and np.all(raw.bias == 0)
+    cf = pol.prompts.wrap(pol.prompts.description + "Current task:\nN/A\nAnswer with one option: "
+                          + ", ".join(tiny.action_names) + ".")
+    np.testing.assert_allclose(lm.score([cf], pol.candidates)[0] - pol.bias, 0.0, atol=1e-6)
