@@ -7,7 +7,7 @@ Writes results/fig4_explore.png and fig4_explore.csv.
 
 from __future__ import annotations
 
-from scripts.study import Study, study_args, sweep_figure
+from scripts.study import Study, figure_main, sweep_figure
 
 POINTS = [("0", 0.0, 1.0), ("0.05", 0.05, 1.0), ("0.1", 0.1, 1.0), ("0.2", 0.2, 1.0), ("0.3", 0.3, 1.0),
           ("0.3 x 0.8^ep", 0.3, 0.8)]
@@ -24,8 +24,7 @@ def make(study: Study) -> str:
 
 
 def main(argv=None):
-    _, study = study_args(__doc__.split("\n\n")[0], argv)
-    print(make(study))
+    figure_main(make, __doc__, argv)
 
 
 if __name__ == "__main__":

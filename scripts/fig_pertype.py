@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scripts.study import METHOD_COLORS, Study, plt, save_figure, study_args, write_csv
+from scripts.study import METHOD_COLORS, Study, figure_main, plt, save_figure, write_csv
 
 METHODS = ("edge_only", "cloud_small_only", "cloud_large_only", "icl", "ppo", "oracle")
 ICL = {"select": "nearest", "shots": 8, "epsilon": 0.1}
@@ -46,8 +46,7 @@ def make(study: Study) -> str:
 
 
 def main(argv=None):
-    _, study = study_args(__doc__.split("\n\n")[0], argv)
-    print(make(study))
+    figure_main(make, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ Writes results/fig2_quality.png and fig2_quality.csv.
 
 from __future__ import annotations
 
-from scripts.study import METHOD_COLORS, Study, mean_ci, plt, save_figure, study_args, write_csv
+from scripts.study import METHOD_COLORS, Study, figure_main, mean_ci, plt, save_figure, write_csv
 
 METHODS = ("random", "edge_only", "cloud_small_only", "cloud_large_only", "greedy", "knn", "icl", "ppo", "oracle")
 ICL = {"select": "nearest", "shots": 8, "epsilon": 0.1}
@@ -42,8 +42,7 @@ def make(study: Study) -> str:
 
 
 def main(argv=None):
-    _, study = study_args(__doc__.split("\n\n")[0], argv)
-    print(make(study))
+    figure_main(make, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ no LLM) is shown beside ICL everywhere.
 
 from __future__ import annotations
 
-from scripts.study import Study, plt, save_figure, study_args, sweep_figure
+from scripts.study import Study, figure_main, plt, save_figure, sweep_figure
 
 BASE = {"select": "nearest", "epsilon": 0.1}
 
@@ -31,8 +31,7 @@ def make(study: Study) -> str:
 
 
 def main(argv=None):
-    _, study = study_args(__doc__.split("\n\n")[0], argv)
-    print(make(study))
+    figure_main(make, __doc__, argv)
 
 
 if __name__ == "__main__":

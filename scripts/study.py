@@ -204,3 +204,9 @@ def sweep_figure(study: Study, name: str, title: str, xlabel: str, xs: list, ser
         save_figure(fig, study.path(f"{name}.png"))
         pyplot.close(fig)
     return ax
+
+
+def figure_main(make, doc: str, argv=None) -> None:
+    """The command line of a figure script: common options, then ``make(study)``; prints the PNG path."""
+    _, study = study_args(doc.split("\n\n")[0], argv)
+    print(make(study))
