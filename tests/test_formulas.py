@@ -45,12 +45,15 @@ def _alloc_params(allocator, integer=False):
     return make_params(cfg)
 
 
+def _transfers(seed, p_active):
+    """Random association [24], active mask, bits and per-RB rates (bit/s) of 24 users in 3 cells."""
+    rng = np.random.default_rng(seed)
+    return (jnp.asarray(rng.integers(0, 3, 24), jnp.int32), jnp.asarray(rng.random(24) < p_active),
+            jnp.asarray(rng.uniform(1e3, 5e6, 24), jnp.float32), jnp.asarray(rng.uniform(1e5, 2e6, 24), jnp.float32))
+
+
 def test_min_delay_beats_equal_and_is_optimal():
-    rng = np.random.default_rng(0)
-    assoc = jnp.asarray(rng.integers(0, 3, 24), jnp.int32)
-    active = jnp.asarray(rng.random(24) < 0.7)
-    bits = jnp.asarray(rng.uniform(1e3, 5e6, 24), jnp.float32)
-    rate = jnp.asarray(rng.uniform(1e5, 2e6, 24), jnp.float32)
+    assoc, active, bits, rate = _transfers(0, 0.7)
     total = {}
     for name in ("equal", "proportional", "min_delay"):
         n = allocation.allocate_rbs(_alloc_params(name), assoc, active, bits, rate)
@@ -77,11 +80,7 @@ def test_min_delay_beats_equal_and_is_optimal():
 
 
 def test_integer_rbs_whole_and_complete():
-    rng = np.random.default_rng(1)
-    assoc = jnp.asarray(rng.integers(0, 3, 24), jnp.int32)
-    active = jnp.asarray(rng.random(24) < 0.6)
-    bits = jnp.asarray(rng.uniform(1e3, 5e6, 24), jnp.float32)
-    rate = jnp.asarray(rng.uniform(1e5, 2e6, 24), jnp.float32)
+    assoc, active, bits, rate = _transfers(1, 0.6)
     n = np.asarray(allocation.allocate_rbs(_alloc_params("min_delay", True), assoc, active, bits, rate))
     act = np.asarray(active)
     assert np.all(n[act] >= 1) and np.all(n[act] == np.round(n[act])) and np.all(n[~act] == 0)
