@@ -194,7 +194,10 @@ class ICLPolicy(DemoPolicy):
         pool = self.pool
         lines = [[self.prompts.demo_line(pool.features[j], pool.task_type[j], pool.action[j], pool.reward[j])
                   for j in d] for d in demos]
-        prompts = [self.prompts.build(ln, f, t) for ln, f, t in zip(lines, feats, types)]
+        prompts = []
+        for ln, f, t in zip(lines, feats, types):
+            prompts.append(self.prompts.build(ln, f, t))
+            self.stats["prompt_tokens"] += self.prompts.last_tokens
         # group prompts whose demonstrations are identical: their common prefix then covers them
         groups: dict[tuple, list[int]] = {}
         for i, d in enumerate(demos):
@@ -217,7 +220,6 @@ class ICLPolicy(DemoPolicy):
             out[idx] = lp.argmax(1)
             self.stats["llm_calls"] += 1
         self.stats["llm_s"] += time.perf_counter() - t0
-        self.stats["prompt_tokens"] += sum(len(self.lm.encode(p)) for p in prompts)
         return out
 
     def get_state(self) -> dict:

@@ -42,6 +42,7 @@ class PromptBuilder:
         self.description = self._description()
         self.dropped = 0        # demonstrations dropped to fit the budget, over the policy's life
         self.truncated = 0      # prompts that lost at least one demonstration
+        self.last_tokens = 0    # length of the last prompt built, tokens
         base = self.count_tokens(self.wrap(self.description + self.query_block(np.zeros(len(BASE_FEATURES) + len(
             self.actions), np.float32) + 1e4, 0)))
         if base > self.max_prompt_tokens:
@@ -99,7 +100,8 @@ class PromptBuilder:
             if demos:
                 body += "Past decisions:\n" + "\n".join(demos) + "\n"
             text = self.wrap(body + self.query_block(feat, task_type))
-            if not demos or self.count_tokens(text) <= self.max_prompt_tokens:
+            self.last_tokens = self.count_tokens(text)     # the built prompt's length, tokens
+            if not demos or self.last_tokens <= self.max_prompt_tokens:
                 break
             demos = demos[1:]
         if len(demos) < n0:

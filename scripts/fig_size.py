@@ -10,7 +10,6 @@ registered model whose weights are installed (``icl.llm.available()``); ``--mode
 
 from __future__ import annotations
 
-import argparse
 
 from scripts.study import Study, plt, save_figure, study_args, sweep_figure
 

@@ -14,7 +14,6 @@ from jaxsim import env
 from jaxsim.params import make_params
 from jaxsim.rollout import rollout
 
-from conftest import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

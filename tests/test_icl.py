@@ -1,6 +1,5 @@
 """The ICL policy, its experience pool and the kNN control (tiny random-weight LLM)."""
 
-import dataclasses
 
 import jax
 import numpy as np

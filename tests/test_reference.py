@@ -3,13 +3,12 @@
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxsim import channel, env
 from jaxsim import reference as ref
-from jaxsim.config import Hardware, InferenceConfig, RadioConfig, SimConfig, TopologyConfig
+from jaxsim.config import InferenceConfig, RadioConfig, SimConfig, TopologyConfig
 from jaxsim.params import make_params
 
 from conftest import tiny_config
