@@ -41,7 +41,7 @@ import optax
 import orbax.checkpoint as ocp
 from flax import serialization, struct
 
-from jaxsim import env
+from jaxsim import distributed, env
 from jaxsim.config import SimConfig, config_from_dict, config_to_dict
 from jaxsim.env import Observation
 from jaxsim.params import EnvParams, make_params
@@ -191,11 +191,16 @@ def init_state(key, cfg: PPOConfig, env_params: EnvParams) -> RunnerState:
 # --------------------------------------------------------------------------
 # one update
 # --------------------------------------------------------------------------
-def _collect(runner: RunnerState, key, cfg: PPOConfig, env_params: EnvParams):
-    """n_envs full episodes with the stochastic policy; returns (Transition [H, E, ...], raw features)."""
+def _collect(runner: RunnerState, key, cfg: PPOConfig, env_params: EnvParams, mesh=None):
+    """n_envs full episodes with the stochastic policy; returns (Transition [H, E, ...], raw features).
+
+    With a mesh, the environments are sharded over its devices (every process's, on a cluster);
+    XLA partitions the rest of the update around them and all-reduces the gradients."""
     actor, critic = networks(cfg, env_params)
     k_reset, k_run = jax.random.split(key)
     obs, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_reset, cfg.n_envs), env_params)
+    if mesh is not None:
+        obs, state = jax.lax.with_sharding_constraint((obs, state), distributed.episode_sharding(mesh))
 
     def body(carry, k):
         obs, state = carry
@@ -267,10 +272,10 @@ def loss_fn(net_params, batch: Transition, adv, ret_task, ret_slot, cfg: PPOConf
                    "clip_frac": clip_frac}
 
 
-def update_step(runner: RunnerState, cfg: PPOConfig, env_params: EnvParams):
+def update_step(runner: RunnerState, cfg: PPOConfig, env_params: EnvParams, mesh=None):
     """Collect n_envs episodes, update the normaliser, run the PPO epochs. Returns (runner, metrics)."""
     rng, k_collect, k_epochs = jax.random.split(runner.rng, 3)
-    traj, x_raw, g_raw = _collect(runner, k_collect, cfg, env_params)
+    traj, x_raw, g_raw = _collect(runner, k_collect, cfg, env_params, mesh)
     adv, ret_task, ret_slot = gae(traj, cfg.gamma, cfg.gae_lambda)
     optimizer = make_optimizer(cfg)
 
@@ -300,10 +305,22 @@ def update_step(runner: RunnerState, cfg: PPOConfig, env_params: EnvParams):
     return RunnerState(params, opt_state, norm, rng, runner.update + 1), metrics
 
 
-@partial(jax.jit, static_argnames=("cfg", "n_updates"))
-def train_segment(runner: RunnerState, env_params: EnvParams, cfg: PPOConfig, n_updates: int):
+@partial(jax.jit, static_argnames=("cfg", "n_updates", "mesh"))
+def train_segment(runner: RunnerState, env_params: EnvParams, cfg: PPOConfig, n_updates: int, mesh=None):
     """``n_updates`` PPO updates under one jit (a ``lax.scan``); metrics are [n_updates] arrays."""
-    return jax.lax.scan(lambda r, _: update_step(r, cfg, env_params), runner, None, length=n_updates)
+    return jax.lax.scan(lambda r, _: update_step(r, cfg, env_params, mesh), runner, None, length=n_updates)
+
+
+def train_mesh(cfg: PPOConfig):
+    """The device mesh the environments are sharded over: every device of every process, or None
+    on a single device. n_envs must be a multiple of the device count."""
+    n = jax.device_count()
+    if n == 1:
+        return None
+    if cfg.n_envs % n:
+        raise PPOConfigError(f"PPOConfig.n_envs = {cfg.n_envs}: must be a multiple of the device count {n} "
+                             "(environments are sharded over all devices)")
+    return distributed.episode_mesh()
 
 
 # --------------------------------------------------------------------------
@@ -387,6 +404,7 @@ def train(key, cfg: PPOConfig, env_params: EnvParams, *, ckpt_dir=None, sim_conf
     ``progress(update, metrics)`` is called after every segment.
     """
     cfg.validate(env_params)
+    mesh = train_mesh(cfg)
     metrics: dict[str, list[float]] = {k: [] for k in METRIC_NAMES}
     resumed = None
     if ckpt_dir is not None and latest_checkpoint(ckpt_dir) is not None:
@@ -398,11 +416,13 @@ def train(key, cfg: PPOConfig, env_params: EnvParams, *, ckpt_dir=None, sim_conf
         resumed = int(runner.update)
     else:
         runner = init_state(key, cfg, env_params)
+    if mesh is not None:                    # one replicated copy of the train state on every device
+        runner = jax.tree.map(lambda x: distributed.global_array(np.asarray(x), distributed.replicated(mesh)), runner)
     seg = cfg.checkpoint_every or cfg.n_updates
     done = int(runner.update)
     while done < cfg.n_updates and (stop_after is None or done < stop_after):
         n = min(seg, cfg.n_updates - done)
-        runner, m = train_segment(runner, env_params, cfg, n)
+        runner, m = train_segment(runner, env_params, cfg, n, mesh)
         for k in METRIC_NAMES:
             metrics[k].extend(float(v) for v in np.asarray(m[k]))
         done = int(runner.update)

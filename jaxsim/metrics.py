@@ -1,4 +1,10 @@
-"""Summary statistics of rollouts: per-episode metrics and 95% confidence intervals.
+"""Summary statistics of rollouts: per-episode sums, per-episode metrics and 95% confidence intervals.
+
+Two steps, so that a million-episode run never holds its per-task arrays:
+  ``EpisodeStats``  (JAX, per episode, run on the device inside the rollout): sums over one
+                    episode's tasks per task type, delay parts, refusals and action counts;
+  ``summarise_stats`` (NumPy, on the host): per-episode metrics and the run's summary.
+``summarise(out, ...)`` chains them for full rollout outputs (``out`` with per-task arrays).
 
 Episodes are the independent samples: every interval is mean +- 1.96 x the
 standard error over episode-level values (normal approximation; with fewer
@@ -8,10 +14,16 @@ than 2 episodes the half-width is reported as NaN).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from .env import DELAY_PARTS
+
 Z95 = 1.959964
+PER_TYPE_FIELDS = ("reward", "success", "delay_s", "quality")
 
 
 def mean_ci(x) -> dict:
@@ -25,36 +37,83 @@ def mean_ci(x) -> dict:
     return {"mean": float(x.mean()), "ci95": float(half), "n": n}
 
 
-def episode_metrics(out: dict, task_type: int | None = None) -> dict[str, np.ndarray]:
-    """Per-episode reward, service quality, mean delay and quality, [E] each.
+@dataclass(frozen=True)
+class EpisodeStats:
+    """One episode's sums, from its ``slot_reward`` [H] and task fields [H, U] (pure JAX).
+
+    Returns {"slot_reward": mean slot reward, "n": tasks per type [T],
+    "<f>": sum of f over each type's tasks [T] for f in PER_TYPE_FIELDS,
+    "<part>": sum of each delay part over all tasks, "refused": refusals,
+    "actions": tasks per action [A]}. Hashable, so it can be a static jit argument.
+    """
+    n_types: int
+    n_actions: int
+
+    def __call__(self, ep: dict) -> dict:
+        mask = ep["mask"].astype(bool)
+        of_type = mask[..., None] & (ep["task_type"][..., None] == jnp.arange(self.n_types))    # [H, U, T]
+        per_type = lambda x: jnp.where(of_type, x[..., None].astype(jnp.float32), 0.0).sum((0, 1))  # noqa: E731
+        total = lambda x: jnp.where(mask, x.astype(jnp.float32), 0.0).sum()                        # noqa: E731
+        chosen = mask[..., None] & (ep["action"][..., None] == jnp.arange(self.n_actions))
+        return {"slot_reward": ep["slot_reward"].astype(jnp.float32).mean(), "n": of_type.sum((0, 1)),
+                **{f: per_type(ep[f]) for f in PER_TYPE_FIELDS},
+                **{p: total(ep[p]) for p in DELAY_PARTS}, "refused": total(ep["refused"]),
+                "actions": chosen.sum((0, 1))}
+
+
+_stats_batch = jax.jit(lambda out, stats: jax.vmap(stats)(out), static_argnames="stats")
+
+
+def episode_stats(out: dict, n_types: int, n_actions: int) -> dict[str, np.ndarray]:
+    """``EpisodeStats`` of every episode of a full rollout output ({"slot_reward": [E, H], field: [E, H, U]})."""
+    fields = ("slot_reward", "mask", "task_type", "action", *PER_TYPE_FIELDS, *DELAY_PARTS, "refused")
+    return jax.tree.map(np.asarray, _stats_batch({f: out[f] for f in fields}, EpisodeStats(n_types, n_actions)))
+
+
+def _per_episode(stats: dict, task_type: int | None) -> dict[str, np.ndarray]:
+    n_t = np.asarray(stats["n"], np.float64)
+    n = n_t.sum(-1) if task_type is None else n_t[:, task_type]
+
+    def mean_of(f):
+        s = np.asarray(stats[f], np.float64)
+        s = s.sum(-1) if task_type is None else s[:, task_type]
+        return np.where(n > 0, s / np.maximum(n, 1), np.nan)
+    reward = np.asarray(stats["slot_reward"], np.float64) if task_type is None else mean_of("reward")
+    return {"reward": reward, "service_quality": mean_of("success"), "delay_s": mean_of("delay_s"),
+            "quality": mean_of("quality"), "n_tasks": n}
+
+
+def episode_table(stats: dict, task_type: int | None = None) -> dict[str, np.ndarray]:
+    """Per-episode reward, service quality, mean delay and quality, and task count, [E] each.
 
     reward: DESIGN.md §6 (mean over slots of the slot's mean task reward); with `task_type`,
     the mean reward of that type's tasks instead. Episodes without such a task give NaN.
     """
-    mask = out["mask"].astype(bool)
-    if task_type is not None:
-        mask = mask & (out["task_type"] == task_type)
-    n = mask.sum((1, 2)).astype(np.float64)
-    per = lambda f: np.where(n > 0, (np.where(mask, out[f], 0)).sum((1, 2)) / np.maximum(n, 1), np.nan)  # noqa: E731
-    reward = out["slot_reward"].mean(1) if task_type is None else per("reward")
-    return {"reward": reward, "service_quality": per("success"), "delay_s": per("delay_s"),
-            "quality": per("quality"), "n_tasks": n}
+    return _per_episode(stats, task_type)
 
 
-def summarise(out: dict, type_names: list[str]) -> dict:
-    """Overall and per-task-type summaries with 95% intervals."""
+def summarise_stats(stats: dict, type_names: list[str]) -> dict:
+    """Overall and per-task-type summaries with 95% intervals, from per-episode ``EpisodeStats``."""
     def block(tt):
-        em = episode_metrics(out, tt)
+        em = _per_episode(stats, tt)
         d = {k: mean_ci(v) for k, v in em.items() if k != "n_tasks"}
         d["n_tasks"] = int(em["n_tasks"].sum())
         return d
     s = block(None)
-    mask = out["mask"].astype(bool)
-    s["delay_parts_s"] = {k: float(out[k][mask].mean()) if mask.any() else math.nan
-                          for k in ("uplink_s", "backhaul_s", "wait_s", "prefill_s", "decode_s", "downlink_s")}
-    s["refused_share"] = float(out["refused"][mask].mean()) if mask.any() else math.nan
-    s["action_share"] = np.bincount(out["action"][mask], minlength=int(out["action"].max()) + 1).astype(float).tolist()
-    total = sum(s["action_share"]) or 1.0
-    s["action_share"] = [a / total for a in s["action_share"]]
+    n_all = float(np.asarray(stats["n"], np.float64).sum())
+    share = lambda x: float(np.asarray(x, np.float64).sum() / n_all) if n_all else math.nan  # noqa: E731
+    s["delay_parts_s"] = {p: share(stats[p]) for p in DELAY_PARTS}
+    s["refused_share"] = share(stats["refused"])
+    s["action_share"] = [share(stats["actions"][:, a]) for a in range(stats["actions"].shape[1])]
     s["per_type"] = {name: block(i) for i, name in enumerate(type_names)}
     return s
+
+
+def episode_metrics(out: dict, n_types: int, n_actions: int, task_type: int | None = None) -> dict[str, np.ndarray]:
+    """``episode_table`` of a full rollout output."""
+    return episode_table(episode_stats(out, n_types, n_actions), task_type)
+
+
+def summarise(out: dict, type_names: list[str], n_actions: int) -> dict:
+    """``summarise_stats`` of a full rollout output."""
+    return summarise_stats(episode_stats(out, len(type_names), n_actions), type_names)

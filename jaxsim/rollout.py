@@ -1,22 +1,26 @@
 """Episode rollouts: ``lax.scan`` over slots, ``vmap`` over episodes, episodes
-sharded over all local devices (``jax.sharding``), chunked on the host to bound
-memory.
+sharded over every device of every process (``jax.sharding``; see
+``jaxsim.distributed`` for multi-host runs), streamed in chunks to bound memory.
 
 Episode i always uses ``fold_in(key, i)``, so results do not depend on the
-chunk size, the number of devices, or how many episodes are run alongside it.
+chunk size, the number of devices or processes, or how many episodes are run
+alongside it. A ``reduce`` function (e.g. ``metrics.EpisodeStats``) shrinks each
+episode to a few numbers on the device, so a million episodes stream through
+without their per-task arrays ever reaching the host.
 """
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import PartitionSpec
 
-from . import env
+from . import distributed, env
 from .params import EnvParams
 
 Policy = Callable[[jax.Array, env.Observation, Any], jax.Array]
@@ -43,40 +47,133 @@ def run_episode(key, params: EnvParams, policy: Policy, policy_params, collect_t
     return rewards, tasks
 
 
-@partial(jax.jit, static_argnames=("policy", "collect_tasks"))
-def _run_batch(keys, params, policy, policy_params, collect_tasks):
-    return jax.vmap(lambda k: run_episode(k, params, policy, policy_params, collect_tasks))(keys)
+def _episode_output(key, params, policy, policy_params, collect_tasks, reduce):
+    rewards, tasks = run_episode(key, params, policy, policy_params, collect_tasks or reduce is not None)
+    out = {"slot_reward": rewards, **tasks}
+    return out if reduce is None else reduce(out)
+
+
+@partial(jax.jit, static_argnames=("policy", "collect_tasks", "reduce", "mesh"))
+def _run_batch(keys, params, policy, policy_params, collect_tasks, reduce=None, mesh=None):
+    """Episodes vmapped; with a mesh, ``shard_map``-ped over it: every device runs the same
+    per-episode program on its own episodes (no communication), so the numbers do not depend on
+    how many devices or processes share the batch."""
+    def batch(keys, params, policy_params):
+        return jax.vmap(lambda k: _episode_output(k, params, policy, policy_params, collect_tasks, reduce))(keys)
+    if mesh is None:
+        return batch(keys, params, policy_params)
+    ep, rep = PartitionSpec(distributed.EPISODE_AXIS), PartitionSpec()
+    return jax.shard_map(batch, mesh=mesh, in_specs=(ep, rep, rep), out_specs=ep,
+                         check_vma=False)(keys, params, policy_params)
 
 
 def episode_keys(key, start: int, n: int):
     return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(start, start + n))
 
 
+# --------------------------------------------------------------------------
+# chunk size from available memory
+# --------------------------------------------------------------------------
+def host_memory_available_bytes() -> int:
+    """Memory this process may still use: MemAvailable, capped by a cgroup limit when there is one."""
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    if avail is None:
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            used = int(f.read().strip())
+        if limit != "max":
+            avail = min(avail, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return max(int(avail), 0)
+
+
+def device_memory_available_bytes(device) -> int:
+    """Free memory of an accelerator (its allocator's limit minus use); CPU devices share host memory."""
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    return host_memory_available_bytes() // max(1, len(jax.local_devices()))
+
+
+def bytes_per_episode(params: EnvParams, policy: Policy, policy_params, collect_tasks: bool, reduce=None,
+                      probe: int = 16) -> tuple[float, float]:
+    """(device bytes, host bytes) one episode needs, from XLA's memory analysis of a probe batch.
+
+    Device bytes count the compiled program's temporaries, inputs and outputs; host bytes
+    the outputs that come back.
+    """
+    keys = jax.ShapeDtypeStruct((probe, *jax.random.PRNGKey(0).shape), jnp.uint32)
+    compiled = _run_batch.lower(keys, params, policy, policy_params, collect_tasks, reduce).compile()
+    m = compiled.memory_analysis()
+    device = (m.temp_size_in_bytes + m.output_size_in_bytes + m.argument_size_in_bytes) / probe
+    return device, m.output_size_in_bytes / probe
+
+
+def auto_chunk(params: EnvParams, policy: Policy, policy_params=None, collect_tasks: bool = True, reduce=None,
+               n_episodes: int | None = None, memory_fraction: float = 0.4, max_per_device: int = 1 << 16) -> int:
+    """Episodes per compiled batch: as many as fit in ``memory_fraction`` of free device memory
+    (and, for what comes back, of free host memory), a multiple of the global device count.
+
+    Small runs (at most 64 episodes per device) run as one batch without measuring.
+    """
+    nd = jax.device_count()
+    if n_episodes is not None and n_episodes <= 64 * nd:
+        return (n_episodes + nd - 1) // nd * nd
+    dev_b, host_b = bytes_per_episode(params, policy, policy_params, collect_tasks, reduce)
+    per_device = memory_fraction * device_memory_available_bytes(jax.local_devices()[0]) / dev_b
+    per_device = min(per_device, memory_fraction * host_memory_available_bytes() / (host_b * nd))
+    per_device = int(max(1, min(per_device, max_per_device)))
+    if n_episodes is not None:
+        per_device = min(per_device, (n_episodes + nd - 1) // nd)
+    return per_device * nd
+
+
+# --------------------------------------------------------------------------
+# the rollout
+# --------------------------------------------------------------------------
 def rollout(key, params: EnvParams, policy: Policy, policy_params=None, n_episodes: int = 1,
-            chunk: int = 1024, collect_tasks: bool = True, progress: Callable[[int], None] | None = None,
-            first_episode: int = 0):
+            chunk: int | str = 1024, collect_tasks: bool = True, progress: Callable[[int], None] | None = None,
+            first_episode: int = 0, reduce: Callable[[dict], Any] | None = None,
+            on_chunk: Callable[[int, dict], None] | None = None):
     """Run episodes first_episode .. first_episode + n_episodes - 1.
 
-    Returns numpy {"slot_reward": [E, H], field: [E, H, U], ...}. On a cluster each process
-    (after ``jax.distributed.initialize()``) runs its own ``first_episode`` range.
-
-    Each chunk of episodes is sharded over the local devices (padded to a multiple of the
-    device count); ``progress(n_done)`` is called after each chunk.
+    Returns numpy {"slot_reward": [E, H], field: [E, H, U], ...}, or with ``reduce`` (a hashable
+    function of one episode's outputs) the stacked reductions [E, ...]. Each chunk of
+    episodes is sharded over every device of every process (padded to a multiple of the device
+    count; ``chunk="auto"`` sizes it from free memory) and gathered to every process.
+    After each chunk, ``on_chunk(first_episode_of_chunk, outputs)`` and ``progress(n_done)`` are called.
     """
     if n_episodes < 1:
         raise ValueError(f"n_episodes = {n_episodes}: allowed >= 1")
-    devices = jax.local_devices()
-    mesh = Mesh(np.array(devices), ("episodes",))
-    sharding = NamedSharding(mesh, PartitionSpec("episodes"))
-    nd = len(devices)
+    nd = jax.device_count()
+    if chunk == "auto":
+        chunk = auto_chunk(params, policy, policy_params, collect_tasks, reduce, n_episodes)
+    elif not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk = {chunk!r}: allowed 'auto' or an integer >= 1")
+    mesh = distributed.episode_mesh()
+    sharding = distributed.episode_sharding(mesh)
     chunk = max(nd, (min(chunk, n_episodes) + nd - 1) // nd * nd)
     outs = []
     for start in range(0, n_episodes, chunk):
         n = min(chunk, n_episodes - start)
-        keys = episode_keys(key, first_episode + start, chunk)          # full chunk: one compiled shape
-        keys = jax.device_put(keys, sharding)
-        rewards, tasks = _run_batch(keys, params, policy, policy_params, collect_tasks)
-        outs.append(jax.tree.map(lambda x: np.asarray(x)[:n], {"slot_reward": rewards, **tasks}))
+        keys = np.asarray(episode_keys(key, first_episode + start, chunk))   # full chunk: one compiled shape
+        out = _run_batch(distributed.global_array(keys, sharding), params, policy, policy_params,
+                         collect_tasks, reduce, mesh)
+        out = jax.tree.map(lambda x: x[:n], distributed.gather(out))
+        if on_chunk is not None:
+            on_chunk(first_episode + start, out)
+        outs.append(out)
         if progress is not None:
             progress(n)
-    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+    return jax.tree.map(lambda *xs: np.concatenate(xs), *outs)

@@ -8,7 +8,8 @@ Measures (float32):
   batches of 1, 8 and 32 prompts of ~400 tokens sharing a ~300-token prefix, with prefix reuse and without;
 * torch_ratio: our decisions/s (no prefix reuse, batch 8) / transformers-PyTorch's on the same prompts, when torch
   and transformers' torch models import (otherwise null).
-The last printed line is one JSON object (key "bench": "llm"); the figures reported are those at batch 32.
+The last printed line is one JSON object (key "bench": "llm"); the figures reported are those at the
+largest batch (32 by default; --batches 1,32,256 on a GPU).
 """
 from __future__ import annotations
 
@@ -115,9 +116,18 @@ def main(argv=None):
     ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--quick", action="store_true", help="small fast run (batches 1 and 4, fewer repetitions)")
     ap.add_argument("--no-torch", action="store_true", help="skip the transformers-PyTorch reference")
+    ap.add_argument("--batches", help="comma-separated prompt batch sizes; the figures reported are the largest's "
+                                      "(default 1,8,32; a GPU: 1,32,256)")
     args = ap.parse_args(argv)
     reps = 1 if args.quick else 2
     batches = [1, 4] if args.quick else [1, 8, 32]
+    if args.batches:
+        try:
+            batches = sorted({int(b) for b in args.batches.split(",")})
+        except ValueError:
+            batches = [0]
+        if batches[0] < 1:
+            ap.error(f"--batches = {args.batches!r}: allowed comma-separated integers >= 1")
 
     t = time.perf_counter()
     lm = LanguageModel.load(args.model)
@@ -154,7 +164,8 @@ def main(argv=None):
     b = max(batches)
     print(json.dumps({"bench": "llm", "model": args.model, "n_params": lm.n_params, "matmul_gflops": round(gf, 1),
                       "prefill_tokens_per_s": round(pf, 1), "mfu": round(mfu, 3), "decisions_per_s": round(dps[b], 2),
-                      "decisions_per_s_no_prefix": round(dps_np[b], 2), "torch_ratio": torch_ratio and round(torch_ratio, 3)}))
+                      "decisions_per_s_no_prefix": round(dps_np[b], 2), "batch": b, "backend": jax.default_backend(),
+                      "torch_ratio": torch_ratio and round(torch_ratio, 3)}))
 
 
 if __name__ == "__main__":

@@ -8,12 +8,20 @@ Writes into the run directory (every file atomically; a rerun with the same
 --out, config, seed and episode count skips the policies already finished):
   config.toml, run.json                         what was run
   policies/<name>/episodes.csv                  per-episode metrics
-  policies/<name>/tasks.csv                     per-task outcomes and delay parts
+  policies/<name>/tasks.csv                     per-task outcomes and delay parts (--per-task; by
+                                                default only for runs of at most 1,000 episodes)
+  policies/<name>/partial/                      chunks finished so far (removed when the policy is done)
   policies/<name>/summary.json                  means with 95% intervals, per task type
   policies/<name>/learning.csv                  icl/knn: per-episode reward, decisions/s, prompt length, ...
   policies/<name>/pool                          icl/knn: the experience pool (orbax) at the end
   summary.json                                  all policies
-and prints a summary table.
+and prints a summary table. An interrupted run resumes from its finished chunks.
+
+Large runs stream: each chunk of episodes (sized from free device memory, --chunk auto) is
+reduced to per-episode sums on the device, so 10^6 episodes fit a laptop or one GPU. On a
+cluster, start one process per host (or per GPU) with --coordinator/--num-processes/--process-id,
+or under SLURM with srun and no flags: episodes are sharded over every device of every process,
+and process 0 writes the same files a single process would (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ import io
 import json
 import math
 import os
+import re
+import shutil
 import sys
 import time
 
@@ -34,10 +44,13 @@ import numpy as np
 from tqdm import tqdm
 
 from baselines.registry import HOST_POLICIES, default_policies, make_policy, policy_names
+from jaxsim import distributed
 from jaxsim.config import ConfigError, SimConfig, atomic_write_bytes, config_to_dict, load_config, save_config
-from jaxsim.metrics import episode_metrics, summarise
+from jaxsim.metrics import EpisodeStats, episode_stats, episode_table, summarise_stats
 from jaxsim.params import make_params
 from jaxsim.rollout import TASK_FIELDS, rollout
+
+PER_TASK_AUTO_MAX_EPISODES = 1000
 
 
 def _csv_bytes(header: list[str], rows) -> bytes:
@@ -56,15 +69,26 @@ def config_hash(cfg: SimConfig) -> str:
     return hashlib.sha256(json.dumps(config_to_dict(cfg), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def write_policy_results(pdir: str, out: dict, cfg: SimConfig, extra: dict) -> dict:
-    """Per-episode CSV, per-task CSV and summary JSON of one policy; returns the summary."""
+def write_npz(path: str, arrays: dict) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_policy_results(pdir: str, stats: dict, cfg: SimConfig, extra: dict, out: dict | None = None) -> dict:
+    """Per-episode CSV, per-task CSV (when the full outputs ``out`` are given) and summary JSON of one
+    policy, from its per-episode ``EpisodeStats``; returns the summary."""
     os.makedirs(pdir, exist_ok=True)
     types, actions = cfg.type_names, cfg.action_names
-    em = episode_metrics(out)
-    ep_rows = [[e, *(f"{em[k][e]:.6g}" for k in ("reward", "service_quality", "delay_s", "quality")),
-                int(em["n_tasks"][e])] for e in range(out["slot_reward"].shape[0])]
+    em = episode_table(stats)
+    cols = [em[k] for k in ("reward", "service_quality", "delay_s", "quality")]
+    ep_rows = ([e, *(f"{c[e]:.6g}" for c in cols), int(em["n_tasks"][e])] for e in range(len(em["reward"])))
     atomic_write_bytes(os.path.join(pdir, "episodes.csv"), _csv_bytes(
         ["episode", "reward", "service_quality", "mean_delay_s", "mean_quality", "n_tasks"], ep_rows))
+    summary = {**summarise_stats(stats, types), **extra, "actions": actions}
+    write_json(os.path.join(pdir, "summary.json"), summary)
+    if out is None:
+        return summary
     e_i, t_i, u_i = np.nonzero(out["mask"])
     num = [f for f in TASK_FIELDS if f not in ("mask", "task_type", "action", "success", "refused")]
     rows = zip(e_i, t_i, u_i, (types[k] for k in out["task_type"][e_i, t_i, u_i]),
@@ -73,9 +97,45 @@ def write_policy_results(pdir: str, out: dict, cfg: SimConfig, extra: dict) -> d
                out["success"][e_i, t_i, u_i].astype(int), out["refused"][e_i, t_i, u_i].astype(int))
     atomic_write_bytes(os.path.join(pdir, "tasks.csv"), _csv_bytes(
         ["episode", "slot", "user", "task_type", "action", *num, "success", "refused"], rows))
-    summary = {**summarise(out, types), **extra, "actions": actions}
-    write_json(os.path.join(pdir, "summary.json"), summary)
     return summary
+
+
+def run_device_policy(key, params, policy, pparams, args, pdir: str, bar, resume: bool, per_task: bool,
+                      reducer: EpisodeStats) -> tuple[dict, dict | None]:
+    """A jittable policy over every device of every process, chunk by chunk; process 0 saves each
+    finished chunk under partial/, and a resumed run starts after the last contiguous one.
+    Returns (per-episode stats, full outputs or None)."""
+    part = os.path.join(pdir, "partial")
+    chunks: list[dict] = []
+    if distributed.is_writer():
+        if resume and os.path.isdir(part):
+            for name in sorted(os.listdir(part)):
+                m = re.fullmatch(r"chunk-(\d+)-(\d+)\.npz", name)
+                if m is None:
+                    continue                                  # e.g. a temporary file of an interrupted write
+                if int(m[1]) != sum(len(c["slot_reward"]) for c in chunks):
+                    break
+                with np.load(os.path.join(part, name)) as z:
+                    chunks.append({k: z[k] for k in z.files})
+        else:
+            shutil.rmtree(part, ignore_errors=True)
+        os.makedirs(part, exist_ok=True)
+    done = int(distributed.broadcast_from_writer(np.int32(sum(len(c["slot_reward"]) for c in chunks))))
+    bar.update(done)
+
+    def save(first, out):
+        if distributed.is_writer():
+            write_npz(os.path.join(part, f"chunk-{first:09d}-{len(out['slot_reward'])}.npz"), out)
+    if done < args.episodes:
+        new = rollout(key, params, policy, pparams, args.episodes - done, chunk=args.chunk, progress=bar.update,
+                      first_episode=done, reduce=None if per_task else reducer, on_chunk=save)
+        chunks.append(new)
+    out = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]} if distributed.is_writer() else None
+    if out is None:
+        return None, None
+    if per_task:
+        return episode_stats(out, reducer.n_types, reducer.n_actions), out
+    return out, None
 
 
 def print_table(summaries: dict[str, dict], file=None) -> None:
@@ -120,9 +180,7 @@ def run_host_policy(key, params, policy, args, pdir: str, bar, resume: bool) -> 
     def on_wave(out, ep):
         nonlocal acc
         acc = out if acc is None else {k: np.concatenate([acc[k], out[k]]) for k in acc}
-        buf = io.BytesIO()
-        np.savez(buf, **acc)
-        atomic_write_bytes(os.path.join(part, "episodes.npz"), buf.getvalue())
+        write_npz(os.path.join(part, "episodes.npz"), acc)
         policy.pool.save(os.path.join(part, "pool"))
         write_json(state_path, {"episodes_done": int(ep[-1]) + 1, "policy": policy.get_state(), "log": log})
 
@@ -141,7 +199,11 @@ def parse_args(argv=None):
     ap.add_argument("--episodes", type=int, default=16, help="episodes per policy (default 16)")
     ap.add_argument("--seed", type=int, default=0, help="base seed; every policy sees the same episodes")
     ap.add_argument("--out", help="run directory (default runs/montecarlo-<config hash>-s<seed>-e<episodes>)")
-    ap.add_argument("--chunk", type=int, default=8, help="episodes per compiled batch (default 8)")
+    ap.add_argument("--chunk", default="auto",
+                    help="episodes per compiled batch, or auto: as many as fit in 40%% of free device memory (auto)")
+    ap.add_argument("--per-task", choices=("auto", "on", "off"), default="auto",
+                    help=f"write tasks.csv (per-task outcomes); auto: only for runs of at most "
+                         f"{PER_TASK_AUTO_MAX_EPISODES} episodes (auto)")
     ap.add_argument("--checkpoint", help="PPO checkpoint directory for --policies ppo")
     g = ap.add_argument_group("icl / knn (host policies)")
     g.add_argument("--policy", dest="policies", help="alias of --policies")
@@ -159,6 +221,7 @@ def parse_args(argv=None):
                    help="subtract each answer's log-likelihood for a content-free prompt (answer-prior bias)")
     g.add_argument("--pool", help="start from this saved experience pool (orbax directory)")
     g.add_argument("--batch-episodes", type=int, default=4, help="episodes decided together per wave (4)")
+    distributed.add_cluster_args(ap)
     return ap.parse_args(argv)
 
 
@@ -173,11 +236,14 @@ def icl_config(args):
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
+        cluster = distributed.spec_from_args(args)
         cfg = load_config(args.config)
         if args.episodes < 1:
             raise ConfigError(f"--episodes = {args.episodes}: allowed >= 1")
-        if args.chunk < 1:
-            raise ConfigError(f"--chunk = {args.chunk}: allowed >= 1")
+        if args.chunk != "auto":
+            if not args.chunk.isdigit() or int(args.chunk) < 1:
+                raise ConfigError(f"--chunk = {args.chunk}: allowed auto or an integer >= 1")
+            args.chunk = int(args.chunk)
         names = args.policies.split(",") if args.policies else default_policies(cfg)
         names = [n.strip() for n in names if n.strip()]
         if not names:
@@ -190,6 +256,11 @@ def main(argv=None) -> int:
         icfg = icl_config(args) if any(n in HOST_POLICIES for n in names) else None
         if args.pool and not os.path.isdir(args.pool):
             raise ConfigError(f"--pool {args.pool!r}: no such directory")
+        host = [n for n in names if n in HOST_POLICIES]
+        if host and cluster.multi_process:
+            raise ConfigError(f"--policies {','.join(host)}: ICL and kNN run in one process; "
+                              "run them without --coordinator / outside a multi-task job")
+        distributed.initialize(cluster)
         policies = {n: make_policy(n, cfg, args.checkpoint, icfg) for n in names}
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -197,19 +268,25 @@ def main(argv=None) -> int:
     params = make_params(cfg)
     chash = config_hash(cfg)
     run_dir = args.out or os.path.join("runs", f"montecarlo-{chash}-s{args.seed}-e{args.episodes}")
-    os.makedirs(run_dir, exist_ok=True)
+    writer = distributed.is_writer()
+    per_task = args.per_task == "on" or (args.per_task == "auto" and args.episodes <= PER_TASK_AUTO_MAX_EPISODES)
     meta = {"config_hash": chash, "seed": args.seed, "episodes": args.episodes,
             "options": {"icl": dataclasses.asdict(icfg) if icfg else None, "checkpoint": args.checkpoint,
                         "batch_episodes": args.batch_episodes},
-            "devices": [str(d) for d in jax.local_devices()], "jax": jax.__version__}
+            "devices": sorted({str(d.device_kind) for d in jax.devices()}), "device_count": jax.device_count(),
+            "process_count": jax.process_count(), "jax": jax.__version__}
     meta_path = os.path.join(run_dir, "run.json")
     same_run = False
-    if os.path.exists(meta_path):
-        with open(meta_path) as f:
-            old = json.load(f)
-        same_run = all(old.get(k) == meta[k] for k in ("config_hash", "seed", "episodes", "options"))
-    save_config(cfg, os.path.join(run_dir, "config.toml"))
-    write_json(meta_path, {**meta, "policies": names})
+    if writer:
+        os.makedirs(run_dir, exist_ok=True)
+        if os.path.exists(meta_path):
+            with open(meta_path) as f:
+                old = json.load(f)
+            same_run = all(old.get(k) == meta[k] for k in ("config_hash", "seed", "episodes", "options"))
+        save_config(cfg, os.path.join(run_dir, "config.toml"))
+        write_json(meta_path, {**meta, "policies": names})
+    same_run = bool(distributed.broadcast_from_writer(np.int32(same_run)))
+    reducer = EpisodeStats(len(cfg.type_names), len(cfg.action_names))
 
     summaries: dict[str, dict] = {}
     summary_path = os.path.join(run_dir, "summary.json")
@@ -217,24 +294,35 @@ def main(argv=None) -> int:
     for name, (policy, pparams) in policies.items():
         pdir = os.path.join(run_dir, "policies", name)
         done_path = os.path.join(pdir, "summary.json")
-        if same_run and os.path.exists(done_path):
-            with open(done_path) as f:
-                summaries[name] = json.load(f)
-            print(f"{name}: already in {pdir}, skipped")
+        finished = bool(distributed.broadcast_from_writer(np.int32(writer and same_run and os.path.exists(done_path))))
+        if finished:
+            if writer:
+                with open(done_path) as f:
+                    summaries[name] = json.load(f)
+                print(f"{name}: already in {pdir}, skipped")
             continue
         t0 = time.perf_counter()
         extra: dict = {}
-        with tqdm(total=args.episodes, desc=name, unit="ep", leave=False) as bar:
+        with tqdm(total=args.episodes, desc=name, unit="ep", leave=False, disable=not writer) as bar:
             if name in HOST_POLICIES:
                 out, extra = run_host_policy(key, params, policy, args, pdir, bar, same_run)
+                stats = episode_stats(out, reducer.n_types, reducer.n_actions)
+                out = out if per_task else None
             else:
-                out = rollout(key, params, policy, pparams, args.episodes, chunk=args.chunk, progress=bar.update)
+                stats, out = run_device_policy(key, params, policy, pparams, args, pdir, bar, same_run, per_task,
+                                               reducer)
         wall = time.perf_counter() - t0
-        decisions = int(out["mask"].sum())
-        summaries[name] = write_policy_results(pdir, out, cfg, {
+        if not writer:
+            continue
+        decisions = int(stats["n"].sum())
+        summaries[name] = write_policy_results(pdir, stats, cfg, {
             "policy": name, "episodes": args.episodes, "wall_s": wall,
-            "decisions_per_s": decisions / wall if wall > 0 else math.nan, **extra})
+            "decisions_per_s": decisions / wall if wall > 0 else math.nan, **extra}, out)
+        shutil.rmtree(os.path.join(pdir, "partial"), ignore_errors=True)
         write_json(summary_path, {"run": meta, "policies": summaries})
+    distributed.barrier("montecarlo-done")
+    if not writer:
+        return 0
     write_json(summary_path, {"run": meta, "policies": summaries})
     print(f"\n{args.episodes} episodes x {cfg.episode.horizon} slots per policy; 95% intervals over episodes; "
           f"results in {run_dir}")

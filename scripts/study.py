@@ -115,16 +115,16 @@ class Study:
             extra["train_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             out = rollout(rkey, params, ppo_policy, policy_params_from(res.runner, pcfg, params), self.n_episodes)
-            extra = {"curve": res.metrics.get("episode_reward", []), "episodes_per_update": pcfg.n_envs}
+            extra.update(curve=res.metrics.get("episode_reward", []), episodes_per_update=pcfg.n_envs)
         else:
             from baselines.registry import make_policy
             pol, pp = make_policy(method, cfg)
             out = rollout(rkey, params, pol, pp, self.n_episodes)
         wall = time.perf_counter() - t0
-        summary = summarise(out, cfg.type_names)
+        summary = summarise(out, cfg.type_names, len(cfg.action_names))
         summary["wall_s"] = wall
         summary["decisions_per_s"] = float(out["mask"].sum()) / wall if wall > 0 else float("nan")
-        summary["episode_rewards"] = episode_metrics(out)["reward"].tolist()
+        summary["episode_rewards"] = episode_metrics(out, len(cfg.type_names), len(cfg.action_names))["reward"].tolist()
         summary.update(extra)
         atomic_write_bytes(path, json.dumps(summary, default=float).encode())
         return summary

@@ -14,6 +14,10 @@ The reference levels are evaluated on held-out episode keys: greedy and random o
 ``--eval-episodes`` episodes, the oracle (slow) on the first ``--oracle-episodes`` of them, and the
 trained policy (deterministic argmax) on the same keys. The policy loads with
 ``baselines.ppo.load_ppo_policy(OUT/ckpt)``.
+
+On several devices the environments of each update are sharded over all of them; on a cluster
+start one process per host with --coordinator/--num-processes/--process-id (or srun under
+SLURM, no flags): process 0 writes the files, every process takes part (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
 import jax
@@ -28,6 +33,7 @@ import numpy as np
 
 from baselines import greedy_policy, oracle_policy, random_policy
 from baselines.ppo import METRIC_NAMES, load_ppo_policy, train
+from jaxsim import distributed
 from jaxsim.config import atomic_write_bytes
 from scripts.bench_ppo import EVAL_KEY_OFFSET, SegmentClock, add_ppo_args, evaluate, parse_setup
 
@@ -70,12 +76,27 @@ def plot_curve(path: str, metrics: dict[str, list[float]], levels: dict[str, tup
     os.replace(tmp, path)
 
 
+def start_cluster(argv) -> None:
+    """Join a multi-process run (flags, JAX_* variables or SLURM) before anything touches a device."""
+    pre = argparse.ArgumentParser(add_help=False)
+    distributed.add_cluster_args(pre)
+    known, _ = pre.parse_known_args(argv)
+    try:
+        distributed.initialize(distributed.spec_from_args(known))
+    except distributed.ClusterError as e:
+        sys.exit(f"error: {e}")
+
+
 def main(argv=None) -> dict:
+    start_cluster(argv)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_ppo_args(ap)
     ap.add_argument("--out", required=True, help="output directory")
+    distributed.add_cluster_args(ap)
     args, n_eval, n_oracle, sim_cfg, env_params, cfg = parse_setup(ap, argv)
-    os.makedirs(args.out, exist_ok=True)
+    writer = distributed.is_writer()
+    if writer:
+        os.makedirs(args.out, exist_ok=True)
     ckpt = os.path.join(args.out, "ckpt")
     print(f"PPO {cfg}", flush=True)
 
@@ -110,6 +131,8 @@ def main(argv=None) -> dict:
                  "greedy_on_oracle_episodes": float(r_greedy[:n_oracle].mean())},
         "metrics": result.metrics,
     }
+    if not writer:
+        return summary
     atomic_write_bytes(os.path.join(args.out, "learning_curve.json"), json.dumps(summary, indent=1).encode())
     write_curve_csv(os.path.join(args.out, "learning_curve.csv"), result.metrics)
     plot_curve(os.path.join(args.out, "learning_curve.png"), result.metrics, plot_levels,
