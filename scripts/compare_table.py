@@ -53,13 +53,14 @@ def make(study: Study, models: list[str] | None = None) -> str:
     return text
 
 
-def update_readme(path: str, table: str) -> None:
+def update_block(path: str, text: str, start: str = START, end: str = END) -> None:
+    """Replace what lies between the markers ``start`` and ``end`` in a markdown file (atomically)."""
     with open(path) as f:
         doc = f.read()
-    if START not in doc or END not in doc:
-        raise SystemExit(f"error: {path} has no {START} ... {END} block")
-    a, b = doc.index(START) + len(START), doc.index(END)
-    atomic_write_bytes(path, (doc[:a] + "\n" + table + doc[b:]).encode())
+    if start not in doc or end not in doc:
+        raise SystemExit(f"error: {path} has no {start} ... {end} block")
+    a, b = doc.index(start) + len(start), doc.index(end)
+    atomic_write_bytes(path, (doc[:a] + "\n" + text + doc[b:]).encode())
 
 
 def main(argv=None):
@@ -69,7 +70,7 @@ def main(argv=None):
         raise SystemExit(f"error: --readme {args.readme!r} does not exist")
     table = make(study)
     if args.readme:
-        update_readme(args.readme, table)
+        update_block(args.readme, table)
     print(table)
 
 

@@ -5,7 +5,7 @@ import csv
 import os
 
 from scripts import reproduce
-from scripts.compare_table import END, START, update_readme
+from scripts.compare_table import END, START, update_block
 from scripts.study import Study
 
 from test_llm_model import tiny_lm
@@ -30,11 +30,18 @@ def test_reproduce_tiny(tmp_path, monkeypatch):
     table = done["comparison table"]
     for method in ("random", "edge_only", "greedy", "knn", "icl tiny", "ppo", "oracle"):
         assert f"| {method}" in table
+    claims = done["paper's claims"]
+    assert (out / "claims.md").read_text() == claims
+    lines = [ln for ln in claims.splitlines() if ln.startswith("- *")]
+    assert len(lines) == 5
+    for ln in lines:
+        assert any(v in ln for v in ("**supported**", "**not supported**", "**direction only**", "**mixed**",
+                                     "**not tested**")), ln
     n_runs = len(os.listdir(out / "runs"))
     reproduce.main(["--out", str(out), "--model", "tiny"], lm=lm)            # everything cached: no new run
     assert len(os.listdir(out / "runs")) == n_runs
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{START}\nold\n{END}\nrest\n")
-    update_readme(str(readme), table)
+    update_block(str(readme), table)
     text = readme.read_text()
     assert "old" not in text and "| oracle" in text and text.endswith(f"{END}\nrest\n")
