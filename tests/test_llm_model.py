@@ -138,3 +138,34 @@ def test_bfloat16_close_to_float32():
     prompts, cands = ["hello there", "the hell"], [" he", " the"]
     assert lm16.params["layers"]["wqkv"].dtype == jnp.bfloat16
     np.testing.assert_allclose(lm16.score(prompts, cands), lm32.score(prompts, cands), rtol=0.05, atol=0.1)
+
+
+@pytest.mark.parametrize("mask_kind", ["shared", "per_row", "per_token"])
+def test_segment_attention_merge_equals_softmax_over_concatenation(mask_kind):
+    """Attention over [shared batch-1 segment ; per-row segment], merged by log-sum-exp, equals one softmax over
+    the concatenated (broadcast) keys; fully masked rows stay finite."""
+    from icl.llm.model import attention
+    rng = np.random.default_rng(0)
+    B, T, H, K, hd, S = 3, 5, 4, 2, 8, 7
+    q = rng.standard_normal((B, T, H, hd)).astype(np.float32)
+    k0, v0 = (rng.standard_normal((1, S, K, hd)).astype(np.float32) for _ in range(2))
+    k1, v1 = (rng.standard_normal((B, T, K, hd)).astype(np.float32) for _ in range(2))
+    m0 = {"shared": rng.random((1, 1, S)) < 0.7, "per_row": rng.random((B, 1, S)) < 0.7,
+          "per_token": rng.random((B, T, S)) < 0.7}[mask_kind]
+    m0[..., 0] = True
+    m1 = np.tril(np.ones((T, T), bool))[None] & (np.arange(T) < np.array([5, 3, 1])[:, None])[:, None, :]
+    got = np.asarray(attention(jnp.asarray(q), [(jnp.asarray(k0), jnp.asarray(v0), jnp.asarray(m0)),
+                                               (jnp.asarray(k1), jnp.asarray(v1), jnp.asarray(m1))]))
+    k = np.concatenate([np.broadcast_to(k0, (B, S, K, hd)), k1], 1).astype(np.float64)
+    v = np.concatenate([np.broadcast_to(v0, (B, S, K, hd)), v1], 1).astype(np.float64)
+    mask = np.concatenate([np.broadcast_to(m0, (B, T, S)), m1], -1)
+    ref = np.zeros((B, T, H, hd))
+    for h in range(H):
+        s = np.einsum("btd,bsd->bts", q[:, :, h], k[:, :, h // (H // K)]) / np.sqrt(hd)
+        s = np.where(mask, s, -np.inf)
+        w = np.exp(s - s.max(-1, keepdims=True))
+        ref[:, :, h] = np.einsum("bts,bsd->btd", w / w.sum(-1, keepdims=True), v[:, :, h // (H // K)])
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    empty = np.asarray(attention(jnp.asarray(q), [(jnp.asarray(k0), jnp.asarray(v0), jnp.zeros((1, 1, S), bool)),
+                                                 (jnp.asarray(k1), jnp.asarray(v1), jnp.zeros((B, T, T), bool))]))
+    assert np.isfinite(empty).all()

@@ -135,28 +135,69 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array, interleaved: bool) 
 Segment = tuple  # (k [Bs, S, K, hd], v [Bs, S, K, hd], mask bool broadcastable to [B, T, S]); Bs in {1, B}
 
 
+def segment_attention(qg: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array):
+    """Unnormalised softmax attention of grouped, pre-scaled queries qg [B, T, K, G, hd] over one key/value
+    segment k, v [Bs, S, K, hd] (Bs = 1: shared by every row; Bs = B: one per row) with mask broadcastable
+    to [B, T, S].
+
+    Returns (m, l, o): the row maximum of the masked float32 scores m [B, T, K, G, 1], l = sum(exp(s - m))
+    [B, T, K, G, 1] and o = exp(s - m) @ v [B, T, K, G, hd] (float32), to be merged with ``merge_segments``.
+
+    A shared segment (Bs = 1 < B) is one matmul per KV head of every row's queries [B*T*G, hd] against the
+    segment's keys [S, hd]: the segment is neither broadcast nor copied per row.
+    """
+    B, T, K, G, hd = qg.shape
+    S = k.shape[1]
+    if k.shape[0] == 1 and B > 1:
+        qf = jnp.transpose(qg, (2, 0, 1, 3, 4)).reshape(K, B * T * G, hd)
+        s = jnp.einsum("knd,skd->kns", qf, k[0]).astype(jnp.float32)                       # [K, B*T*G, S]
+        mask = jnp.broadcast_to(mask, (*mask.shape[:-1], S))
+        if mask.shape[:2] == (1, 1):
+            mf = mask.reshape(1, 1, S)
+        else:
+            mf = jnp.broadcast_to(jnp.broadcast_to(mask, (B, T, S))[:, :, None], (B, T, G, S)).reshape(1, -1, S)
+        s = jnp.where(mf, s, NEG_INF)
+        m = jnp.max(s, axis=-1, keepdims=True)
+        e = jnp.exp(s - m)
+        l = jnp.sum(e, axis=-1, keepdims=True)
+        o = jnp.einsum("kns,skd->knd", e.astype(v.dtype), v[0]).astype(jnp.float32)
+        back = lambda x: jnp.transpose(x.reshape(K, B, T, G, x.shape[-1]), (1, 2, 0, 3, 4))
+        return back(m), back(l), back(o)
+    s = jnp.einsum("btkgd,bskd->btkgs", qg, jnp.broadcast_to(k, (B, *k.shape[1:]))).astype(jnp.float32)
+    s = jnp.where(jnp.broadcast_to(mask, (B, T, S))[:, :, None, None, :], s, NEG_INF)
+    m = jnp.max(s, axis=-1, keepdims=True)
+    e = jnp.exp(s - m)
+    l = jnp.sum(e, axis=-1, keepdims=True)
+    o = jnp.einsum("btkgs,bskd->btkgd", e.astype(v.dtype), jnp.broadcast_to(v, (B, *v.shape[1:])))
+    return m, l, o.astype(jnp.float32)
+
+
+def merge_segments(parts) -> jax.Array:
+    """Combine the (m, l, o) of several segments (``segment_attention``) into softmax attention over their
+    concatenation: sum_i o_i exp(m_i - m) / sum_i l_i exp(m_i - m) with m = max_i m_i (log-sum-exp merge)."""
+    m = parts[0][0]
+    for mi, _, _ in parts[1:]:
+        m = jnp.maximum(m, mi)
+    num = den = 0.0
+    for mi, li, oi in parts:
+        c = jnp.exp(mi - m)
+        num, den = num + oi * c, den + li * c
+    return num / den
+
+
 def attention(q: jax.Array, segments: Sequence[Segment]) -> jax.Array:
     """Softmax attention of q [B, T, H, hd] over the concatenation of key/value segments -> [B, T, H, hd].
 
-    A segment with batch 1 is shared by every row (e.g. a cached prompt prefix) and is never copied.
+    Each segment is attended separately (``segment_attention``) and the parts are merged by log-sum-exp
+    (``merge_segments``), which equals one softmax over the concatenated scores up to float rounding. A segment
+    with batch 1 is shared by every row (e.g. a cached prompt prefix) and is never copied.
     Masked scores get -1e30 (finite, so fully masked padding rows give no NaN).
     """
     B, T, H, hd = q.shape
     K = segments[0][0].shape[2]
     qg = (q * (hd ** -0.5)).reshape(B, T, K, H // K, hd)
-    scores = []
-    for k, _, mask in segments:
-        s = (jnp.einsum("btkgd,skd->bkgts", qg, k[0]) if k.shape[0] == 1 and B > 1
-             else jnp.einsum("btkgd,bskd->bkgts", qg, k))
-        scores.append(jnp.where(mask[:, None, None], s.astype(jnp.float32), NEG_INF))
-    p = jax.nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1).astype(q.dtype)
-    out, start = 0.0, 0
-    for k, v, _ in segments:
-        ps = p[..., start:start + k.shape[1]]
-        start += k.shape[1]
-        out = out + (jnp.einsum("bkgts,skd->btkgd", ps, v[0]) if v.shape[0] == 1 and B > 1
-                     else jnp.einsum("bkgts,bskd->btkgd", ps, v))
-    return out.reshape(B, T, H, hd)
+    out = merge_segments([segment_attention(qg, k, v, mask) for k, v, mask in segments])
+    return out.reshape(B, T, H, hd).astype(q.dtype)
 
 
 def block(cfg: Config, p: dict, x: jax.Array, cos, sin, ctx: Sequence[Segment], self_mask: jax.Array):

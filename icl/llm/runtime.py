@@ -1,12 +1,13 @@
 """``LanguageModel``: load weights + tokenizer, score candidate continuations in batches, generate text.
 
-Scoring (``score``) runs in up to three jit-compiled stages; every shape is bucketed (lengths to powers of two
-up to 64, then multiples of 64; batch to powers of two) so only a handful of shapes ever compile:
+Scoring (``score``) runs in up to three jit-compiled stages; every shape is bucketed (lengths by ``bucket_len``:
+at most 12.5% padding above 64 tokens; batch to powers of two) so only a handful of shapes ever compile:
 
 1. *shared prefix* (optional, default on): the longest common token prefix of all prompts of the call is run
    once as a batch-1 sequence and its key/value cache kept ([L, 1, P, K, hd]);
-2. *suffixes*: the rest of every prompt, right padded, attends to the prefix cache (broadcast over rows, never
-   copied) and to itself causally. The head is applied only at each row's last real token, giving the
+2. *suffixes*: the rest of every prompt, right padded, attends to the prefix cache (one batch-1 segment shared by
+   all rows, never copied: ``model.segment_attention``) and to itself causally, the two parts merged by
+   log-sum-exp. The head is applied only at each row's last real token, giving the
    log-probability of every candidate's first token. The suffix cache is kept;
 3. *candidates* (only when some candidate has >= 2 tokens): all C candidates of a prompt are laid side by side
    in one row of C * Tc tokens with a block-diagonal causal mask, attending to prefix + that prompt's suffix
@@ -38,11 +39,14 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def bucket_len(n: int, quantum: int = 32) -> int:
-    """Padded length: powers of two (>= 8) up to ``quantum``, then multiples of ``quantum``."""
+    """Padded length: powers of two (>= 8) up to 16, then multiples of a step that is 1/8 of n's power-of-two
+    octave, clamped to [8, ``quantum``] (8 up to 128, 16 up to 256, then ``quantum``). Padding stays below
+    12.5% above 64 tokens (a 97-token suffix runs as 104, not 128) while a workload compiles few shapes."""
     n = int(n)
-    if n <= quantum:
+    if n <= 16:
         return max(8, 1 << max(0, n - 1).bit_length())
-    return -(-n // quantum) * quantum
+    step = min(quantum, max(8, (1 << ((n - 1).bit_length() - 1)) // 8))
+    return -(-n // step) * step
 
 
 def bucket_batch(n: int) -> int:
