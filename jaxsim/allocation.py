@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from . import sorting
 from .params import EnvParams
 
 
@@ -43,10 +44,10 @@ def allocate_rbs(params: EnvParams, assoc, active, bits, rate_bps):
     base = jnp.floor(x)
     rem = x - base
     left = spare - own.T @ jnp.where(active, base, 0.0)           # [M] RBs still to hand out
-    # rank of each active user's remainder inside its cell (largest first) by one sort
+    # rank of each active user's remainder inside its cell (largest first) by one stable argsort
     key = assoc.astype(w.dtype) + jnp.where(active, 0.5 * (1.0 - rem), 0.9)
-    order = jnp.argsort(key)
-    pos = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0]))
+    order = sorting.stable_argsort(key)
+    pos = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0], dtype=order.dtype))
     count = own.sum(0)
     start = jnp.cumsum(count) - count                            # first sorted position of each cell
     rank = pos - start[assoc].astype(pos.dtype)

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from . import allocation, channel, inference
+from . import allocation, channel, inference, prng
 from .inference import ServerState
 from .params import EnvParams
 
@@ -85,11 +85,12 @@ def slot_rates(params: EnvParams, gain, assoc, active, fading):
     """Mean per-RB downlink and uplink rates of every user in this slot, bit/s ([U], [U])."""
     busy = (jax.nn.one_hot(assoc, params.n_cells) * active[:, None]).sum(0) > 0
     dl, ul = channel.sinr_per_rb(params, gain, assoc, fading, busy)
-    return (channel.rate_per_rb_bps(params, dl).mean(-1), channel.rate_per_rb_bps(params, ul).mean(-1))
+    rate = channel.rate_per_rb_bps(params, jnp.stack([dl, ul])).mean(-1)   # one fused pass for both links
+    return rate[0], rate[1]
 
 
 def _new_slot(key, params: EnvParams, state: EnvState) -> EnvState:
-    k_task, k_fade = jax.random.split(key)
+    k_task, k_fade = prng.split(key)
     active, ttype, pt, ot = draw_tasks(k_task, params)
     fading = channel.rayleigh_fading(k_fade, params)
     dl, ul = slot_rates(params, state.gain, state.assoc, active, fading)
@@ -98,10 +99,10 @@ def _new_slot(key, params: EnvParams, state: EnvState) -> EnvState:
 
 
 def reset(key, params: EnvParams):
-    k_drop, k_ls, k_bg, k_slot = jax.random.split(key, 4)
+    k_drop, k_ls, k_bg, k_slot = prng.split(key, 4)
     xy = channel.drop_users(k_drop, params)
     gain, assoc, _ = channel.large_scale(k_ls, params, xy)
-    bg = jnp.floor(jax.random.uniform(k_bg, (params.n_servers,)) * (params.srv_bg_max + 1)).astype(jnp.int32)
+    bg = jnp.floor(prng.uniform(k_bg, (params.n_servers,)) * (params.srv_bg_max + 1)).astype(jnp.int32)
     u = params.n_users
     zf, zi = jnp.zeros((u,)), jnp.zeros((u,), jnp.int32)
     state = EnvState(xy, gain, assoc, zi.astype(bool), zi, zf, zf, zf, zf,
@@ -164,11 +165,9 @@ def evaluate(params: EnvParams, state: EnvState, action, radio: RadioDelays | No
                                              state.output_tokens, state.prompt_tokens)
     srv, queue_pos = inference.admit(params, srv)
     sched = inference.batch_schedule(params, srv)
-    wait_all, dec_wait_all = inference.waiting_schedule(params, srv, sched, queue_pos)
-    e = jnp.minimum(entry, params.max_seqs - 1)
-    running = srv.status[server, e] == inference.RUNNING
-    decode = jnp.where(accepted, jnp.where(running, sched.done_s[server, e], dec_wait_all[server, e]), 0.0)
-    wait = jnp.where(accepted & ~running, wait_all[server, e], 0.0)
+    running, wait, decode = inference.task_schedule(params, srv, sched, queue_pos, server, entry)
+    decode = jnp.where(accepted, decode, 0.0)
+    wait = jnp.where(accepted & ~running, wait, 0.0)
     cloud = ~params.act_is_edge[action]
     dl_bits = state.output_tokens * params.bits_per_output_token[tt]
     ul_bits = state.prompt_tokens * params.prompt_bits_per_token
@@ -197,7 +196,7 @@ def slot_reward(info):
 
 def step(key, state: EnvState, action, params: EnvParams):
     servers, info = evaluate(params, state, action)
-    k_bg, k_slot = jax.random.split(key)
+    k_bg, k_slot = prng.split(key)
     servers = servers.replace(bg_seqs=inference.bg_walk(k_bg, params, servers.bg_seqs))
     state = _new_slot(k_slot, params, state.replace(servers=servers, t=state.t + 1))
     done = state.t >= params.horizon

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from . import prng, sorting
 from .params import EnvParams
 
 FREE, RUNNING, QUEUED = 0, 1, 2
@@ -36,8 +37,9 @@ class ServerState:
     rem_tokens: jnp.ndarray   # [V, S] output tokens still to generate
     ctx_tokens: jnp.ndarray   # [V, S] context length (prompt + generated), tokens
     status: jnp.ndarray       # [V, S] int32: FREE / RUNNING / QUEUED
-    order: jnp.ndarray        # [V, S] int32 FIFO arrival number
-    counter: jnp.ndarray      # [V] int32 next arrival number
+    order: jnp.ndarray        # [V, S] int32 FIFO position of a queued sequence (0 = admitted next);
+                              #   a server's queued entries always hold 0 .. n_queued - 1
+    counter: jnp.ndarray      # [V] int32 tasks that have arrived (accepted or refused)
     bg_seqs: jnp.ndarray      # [V] int32 background sequences
 
 
@@ -63,7 +65,7 @@ def prefill_s(params: EnvParams, server, prompt_tokens):
 
 def bg_walk(key, params: EnvParams, bg_seqs):
     """Bounded random walk of the background load: +-bg_step per slot, clipped to [0, bg_max]."""
-    u = jax.random.uniform(key, bg_seqs.shape)
+    u = prng.uniform(key, bg_seqs.shape)
     step = jnp.floor(u * (2 * params.srv_bg_step + 1)).astype(jnp.int32) - params.srv_bg_step
     return jnp.clip(bg_seqs + step, 0, params.srv_bg_max)
 
@@ -79,32 +81,55 @@ def ctx_mean_tokens(params: EnvParams, srv: ServerState):
 @struct.dataclass
 class BatchSchedule:
     """Closed-form decode schedule of each server's running batch from the slot start."""
-    done_s: jnp.ndarray      # [V, S] completion time of each running sequence (inf otherwise)
-    sorted_rem: jnp.ndarray  # [V, S] running sequences' remaining tokens, ascending (padded)
-    sorted_done_s: jnp.ndarray  # [V, S] their completion times (inf padding)
-    step_s: jnp.ndarray      # [V, S] step time in phase j (j sequences already done)
+    sorted_rem: jnp.ndarray  # [V, S] running sequences' remaining tokens, ascending (inf padding)
+    sorted_done_s: jnp.ndarray  # [V, S] their completion times, s (inf padding)
+    step_s: jnp.ndarray      # [V, S] step time in phase j (j sequences already done), s
     n_running: jnp.ndarray   # [V]
+    entry_rem: jnp.ndarray   # [V, S] each entry's remaining tokens if running, inf otherwise
+
+    @property
+    def done_s(self):
+        """[V, S] completion time of each running entry, s (inf otherwise)."""
+        v, s = self.entry_rem.shape
+        rows = jnp.broadcast_to(jnp.arange(v)[:, None], (v, s))
+        return completion_s(self, rows, self.entry_rem)
+
+
+def completion_s(sched: BatchSchedule, server, rem_tokens):
+    """Completion time of running sequences with `rem_tokens` left on `server` (same shapes), s.
+
+    A sequence finishes at the end of phase c, c = running sequences on its server with fewer
+    tokens left (sequences with equal counts finish together: the phases between them last 0 s).
+    Binary search in the server's sorted counts: no [.., S] intermediate per sequence. inf where
+    rem_tokens is inf (not running).
+    """
+    s = sched.sorted_rem.shape[-1]
+    c = sorting.count_below_rows(sched.sorted_rem, server, rem_tokens)
+    t = sched.sorted_done_s[server, jnp.minimum(c, s - 1)]
+    return jnp.where(jnp.isfinite(rem_tokens), t, jnp.inf)
 
 
 def batch_schedule(params: EnvParams, srv: ServerState) -> BatchSchedule:
-    """Sort + cumsum: completion times as the batch shrinks, no loop over sequences."""
+    """Sort + cumsum: completion times as the batch shrinks, no loop over sequences.
+
+    The sort is of int32 keys (:mod:`jaxsim.sorting`), XLA:CPU's fast sort; the running counts
+    come back exactly (non-running entries sort last).
+    """
     run = srv.status == RUNNING
     n = run.sum(-1)                                         # [V]
     s = params.max_seqs
-    big = jnp.float32(3e38)
-    order = jnp.argsort(jnp.where(run, srv.rem_tokens, big), axis=-1)
-    r = jnp.take_along_axis(jnp.where(run, srv.rem_tokens, 0.0), order, -1)
+    key = sorting.int32_sort_key(jnp.where(run, srv.rem_tokens, jnp.float32(3e38)))   # others last
+    key_sorted = jnp.sort(key, axis=-1)
     j = jnp.arange(s)[None, :]
     valid = j < n[:, None]
+    r = jnp.where(valid, sorting.float32_from_sort_key(key_sorted), 0.0)     # running rem, ascending
     b = (n[:, None] - j + srv.bg_seqs[:, None]).astype(jnp.float32)
     ctx = ctx_mean_tokens(params, srv)
     step = jax.vmap(lambda bb: decode_step_s(params, bb, ctx), in_axes=1, out_axes=1)(b)   # [V, S]
     r_prev = jnp.concatenate([jnp.zeros_like(r[:, :1]), r[:, :-1]], -1)
     dt = jnp.where(valid, (r - r_prev) * step, 0.0)
     t_sorted = jnp.where(valid, jnp.cumsum(dt, -1), jnp.inf)
-    done = jnp.full_like(t_sorted, jnp.inf)
-    done = jax.vmap(lambda d, o, t: d.at[o].set(t))(done, order, t_sorted)
-    return BatchSchedule(done, jnp.where(valid, r, jnp.inf), t_sorted, step, n)
+    return BatchSchedule(jnp.where(valid, r, jnp.inf), t_sorted, step, n, jnp.where(run, srv.rem_tokens, jnp.inf))
 
 
 def tokens_done_by(sched: BatchSchedule, t_s):
@@ -126,17 +151,19 @@ def enqueue(params: EnvParams, srv: ServerState, server, valid, out_tokens, prom
     oh = jax.nn.one_hot(server, v, dtype=jnp.int32) * valid[:, None]
     q = jnp.take_along_axis(jnp.cumsum(oh, 0) - oh, server[:, None], 1)[:, 0]     # rank on its server
     free = srv.status == FREE
-    free_rank = jnp.cumsum(free, -1) - 1                                          # [V, S]
-    n_free = free.sum(-1)
+    n_free_upto = jnp.cumsum(free, -1)                                             # [V, S] nondecreasing
+    n_free = n_free_upto[:, -1]
+    n_queued = (srv.status == QUEUED).sum(-1)
     accepted = valid & (q < n_free[server])
-    hit = free[server] & (free_rank[server] == q[:, None])                        # [U, S]: q-th free entry
-    entry = jnp.where(accepted, jnp.argmax(hit, -1), s)                            # s: dropped by scatter
+    # the q-th free entry (0-based) is the first whose running free count exceeds q
+    first_free = sorting.count_below_rows(n_free_upto, server, q, inclusive=True)
+    entry = jnp.where(accepted, first_free, s)                                     # s: dropped by scatter
     put = lambda a, x: a.at[server, entry].set(x, mode="drop")                     # noqa: E731
     srv = srv.replace(
         rem_tokens=put(srv.rem_tokens, out_tokens),
         ctx_tokens=put(srv.ctx_tokens, prompt_tokens),
         status=put(srv.status, jnp.full_like(server, QUEUED)),
-        order=put(srv.order, srv.counter[server] + q),
+        order=put(srv.order, n_queued[server] + q),                                # joins the queue's tail
         counter=srv.counter + oh.sum(0),
     )
     return srv, entry, accepted
@@ -145,39 +172,50 @@ def enqueue(params: EnvParams, srv: ServerState, server, valid, out_tokens, prom
 def admit(params: EnvParams, srv: ServerState):
     """Admit queued sequences FIFO up to min(b_max - background, S) running. Returns (state, queue_pos).
 
+    The queue's first `cap` positions start running; the others move up by as many.
     queue_pos [V, S]: 0-based position among those still waiting (meaningless elsewhere).
     """
     run = srv.status == RUNNING
     queued = srv.status == QUEUED
     cap = jnp.minimum(params.srv_b_max - srv.bg_seqs, params.max_seqs) - run.sum(-1)    # [V]
-    key = jnp.where(queued, srv.order, jnp.iinfo(jnp.int32).max)
-    order = jnp.argsort(key, axis=-1)
-    rank = jax.vmap(lambda o: jnp.zeros_like(o).at[o].set(jnp.arange(o.shape[0])))(order)
-    take = queued & (rank < cap[:, None])
-    return srv.replace(status=jnp.where(take, RUNNING, srv.status)), rank - jnp.maximum(cap, 0)[:, None]
+    take = queued & (srv.order < cap[:, None])
+    queue_pos = srv.order - jnp.maximum(cap, 0)[:, None]
+    still = queued & ~take
+    return (srv.replace(status=jnp.where(take, RUNNING, srv.status), order=jnp.where(still, queue_pos, srv.order)),
+            queue_pos)
 
 
-def waiting_schedule(params: EnvParams, srv: ServerState, sched: BatchSchedule, queue_pos):
-    """Projected (wait_s, decode_s) of still-queued sequences, [V, S].
+def task_schedule(params: EnvParams, srv: ServerState, sched: BatchSchedule, queue_pos, server, entry):
+    """(running, wait_s, decode_s) of the sequences at (server, entry), each [U] (after admission).
 
-    The k-th waiter starts at the slot boundary after the k-th completion of the running
+    A running sequence decodes until its completion in the current batch (no wait). The k-th
+    waiter (queue_pos k) starts at the slot boundary after the k-th completion of the running
     batch (cycling through the batch when k exceeds it) and decodes in a full batch.
+    Only the U looked-up entries are computed (gathers of [U], not [V, S]).
     """
-    n = jnp.maximum(sched.n_running, 1)[:, None]
-    k = queue_pos                                                 # 0-based
-    t_k = jnp.take_along_axis(sched.sorted_done_s, jnp.minimum(k % n, params.max_seqs - 1), -1)
-    t_last = jnp.take_along_axis(sched.sorted_done_s, n - 1, -1)
+    e = jnp.minimum(entry, params.max_seqs - 1)
+    running = srv.status[server, e] == RUNNING
+    rem = srv.rem_tokens[server, e]
+    n = jnp.maximum(sched.n_running[server], 1)
+    k = queue_pos[server, e]                                      # 0-based among waiters
+    t_k = sched.sorted_done_s[server, jnp.minimum(k % n, params.max_seqs - 1)]
+    t_last = sched.sorted_done_s[server, n - 1]
     ceil_slot = lambda t: jnp.ceil(t / params.slot_s) * params.slot_s   # noqa: E731
     wait = ceil_slot(t_k) + (k // n) * ceil_slot(t_last)
     b_full = (sched.n_running + srv.bg_seqs).astype(jnp.float32)
-    step_full = decode_step_s(params, b_full, ctx_mean_tokens(params, srv))
-    return wait, srv.rem_tokens * step_full[:, None]
+    step_full = decode_step_s(params, b_full, ctx_mean_tokens(params, srv))       # [V]
+    done = completion_s(sched, server, jnp.where(running, rem, jnp.inf))
+    return running, jnp.where(running, 0.0, wait), jnp.where(running, done, rem * step_full[server])
 
 
 def advance(params: EnvParams, srv: ServerState, sched: BatchSchedule) -> ServerState:
     """Run the slot: finished sequences free their entries, the others carry over."""
     run = srv.status == RUNNING
-    finished = run & (sched.done_s <= params.slot_s)
+    # completion times grow with the remaining count: the first m (those done by the slot's end)
+    # are the sequences with at most the m-th smallest count
+    m = jnp.sum(sched.sorted_done_s <= params.slot_s, -1)                          # [V]
+    last_rem = jnp.take_along_axis(sched.sorted_rem, jnp.maximum(m - 1, 0)[:, None], -1)
+    finished = run & (m[:, None] > 0) & (srv.rem_tokens <= last_rem)
     steps = tokens_done_by(sched, params.slot_s)[:, None]
     go_on = run & ~finished
     return srv.replace(

@@ -1,5 +1,5 @@
 """Episode rollouts: ``lax.scan`` over slots, ``vmap`` over episodes, episodes
-sharded over every device of every process (``jax.sharding``; see
+sharded over every device of every process (``jax.sharding``, a 1-D mesh; see
 ``jaxsim.distributed`` for multi-host runs), streamed in chunks to bound memory.
 
 Episode i always uses ``fold_in(key, i)``, so results do not depend on the
@@ -18,7 +18,6 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import PartitionSpec
 
 from . import distributed, env
 from .params import EnvParams
@@ -53,18 +52,26 @@ def _episode_output(key, params, policy, policy_params, collect_tasks, reduce):
     return out if reduce is None else reduce(out)
 
 
-@partial(jax.jit, static_argnames=("policy", "collect_tasks", "reduce", "mesh"))
-def _run_batch(keys, params, policy, policy_params, collect_tasks, reduce=None, mesh=None):
-    """Episodes vmapped; with a mesh, ``shard_map``-ped over it: every device runs the same
-    per-episode program on its own episodes (no communication), so the numbers do not depend on
-    how many devices or processes share the batch."""
-    def batch(keys, params, policy_params):
-        return jax.vmap(lambda k: _episode_output(k, params, policy, policy_params, collect_tasks, reduce))(keys)
-    if mesh is None:
-        return batch(keys, params, policy_params)
-    ep, rep = PartitionSpec(distributed.EPISODE_AXIS), PartitionSpec()
-    return jax.shard_map(batch, mesh=mesh, in_specs=(ep, rep, rep), out_specs=ep,
-                         check_vma=False)(keys, params, policy_params)
+@partial(jax.jit, static_argnames=("policy", "collect_tasks", "reduce"))
+def _run_batch(keys, params, policy, policy_params, collect_tasks, reduce=None):
+    return jax.vmap(lambda k: _episode_output(k, params, policy, policy_params, collect_tasks, reduce))(keys)
+
+
+def _run_sharded(keys: jax.Array, params, policy, policy_params, collect_tasks, reduce):
+    """Every device runs the single-device program on its own shard of the episode-sharded ``keys``
+    (dispatched asynchronously, so the devices work at once; no communication); the shards are put
+    back together as global arrays with the keys' sharding.
+
+    One compiled single-device program, rather than one SPMD program over the mesh, keeps every
+    number independent of the device and process count: XLA compiles a partitioned program
+    differently, and its float results can then differ in the last bit.
+    """
+    shards = sorted(keys.addressable_shards, key=lambda sh: sh.index[0].start or 0)
+    outs = [_run_batch(sh.data, jax.device_put(params, sh.device), policy,
+                       jax.device_put(policy_params, sh.device), collect_tasks, reduce) for sh in shards]
+    n = keys.shape[0]
+    return jax.tree.map(lambda *xs: jax.make_array_from_single_device_arrays((n, *xs[0].shape[1:]), keys.sharding,
+                                                                             list(xs)), *outs)
 
 
 def episode_keys(key, start: int, n: int):
@@ -161,15 +168,14 @@ def rollout(key, params: EnvParams, policy: Policy, policy_params=None, n_episod
         chunk = auto_chunk(params, policy, policy_params, collect_tasks, reduce, n_episodes)
     elif not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk = {chunk!r}: allowed 'auto' or an integer >= 1")
-    mesh = distributed.episode_mesh()
-    sharding = distributed.episode_sharding(mesh)
+    sharding = distributed.episode_sharding()
     chunk = max(nd, (min(chunk, n_episodes) + nd - 1) // nd * nd)
     outs = []
     for start in range(0, n_episodes, chunk):
         n = min(chunk, n_episodes - start)
         keys = np.asarray(episode_keys(key, first_episode + start, chunk))   # full chunk: one compiled shape
-        out = _run_batch(distributed.global_array(keys, sharding), params, policy, policy_params,
-                         collect_tasks, reduce, mesh)
+        out = _run_sharded(distributed.global_array(keys, sharding), params, policy, policy_params,
+                           collect_tasks, reduce)
         out = jax.tree.map(lambda x: x[:n], distributed.gather(out))
         if on_chunk is not None:
             on_chunk(first_episode + start, out)
