@@ -92,7 +92,7 @@ def torch_decisions_per_s(lm_name, prompts, reps):
         kw = {"gguf_file": path.name} if kind == "gguf" else {}
         root = path.parent if kind == "gguf" else path
         tok = AutoTokenizer.from_pretrained(str(root), **kw)
-        tm = AutoModelForCausalLM.from_pretrained(str(root), torch_dtype=torch.float32, **kw).eval()
+        tm = AutoModelForCausalLM.from_pretrained(str(root), dtype=torch.float32, **kw).eval()
     except Exception as e:  # torch or its transformers models unavailable
         print(f"torch reference unavailable: {type(e).__name__}: {str(e)[:120]}")
         return None
