@@ -38,7 +38,7 @@ def make(study: Study, models: list[str] | None = None) -> str:
         gap = (oracle - r) / abs(oracle) if oracle else float("nan")
         train = s.get("train_s")
         lines.append(f"| {name} | {r:.3f} ± {rci:.3f} | {q:.3f} ± {qci:.3f} | {s['delay_s']['mean']:.2f} | "
-                     f"{s['quality']['mean']:.3f} | {gap:+.1%} | {s['decisions_per_s']:.0f} | "
+                     f"{s['quality']['mean']:.3f} | {gap:+.1%} | {s['decisions_per_s']:.3g} | "
                      f"{'' if train is None else f'{train:.0f}'} |")
         csv_rows.append([name, r, rci, q, qci, s["delay_s"]["mean"], s["quality"]["mean"], gap,
                          s["decisions_per_s"], "" if train is None else train])
