@@ -41,7 +41,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _flops_bytes(compiled) -> float:
+def _bytes_accessed(compiled) -> float:
     ca = compiled.cost_analysis()
     ca = ca[0] if isinstance(ca, (list, tuple)) else ca
     return float(ca.get("bytes accessed", float("nan")))
@@ -58,7 +58,7 @@ def bytes_per_episode_slot(params, n: int = 1024) -> float:
             a = greedy_policy(k1, env.get_obs(params, s), params)
             return env.step(k2, s, a, params)[1:3]
         return jax.vmap(one)(keys, states)
-    return _flops_bytes(jax.jit(slot).lower(keys, states).compile()) / n
+    return _bytes_accessed(jax.jit(slot).lower(keys, states).compile()) / n
 
 
 def bandwidth_gb_s(n_bytes: int, repeats: int = 5) -> float:

@@ -13,11 +13,9 @@ within that noise, and as **not supported** when it points the other way.
 
 from __future__ import annotations
 
-import os
-
 from jaxsim.config import atomic_write_bytes
 from scripts import compare_table, fig_explore, fig_shots, fig_size
-from scripts.study import Study, mean_ci, study_args
+from scripts.study import Study, mean_ci
 
 START, END = "<!-- claims:start -->", "<!-- claims:end -->"
 ICL = {"select": "nearest", "shots": 8, "epsilon": 0.1}
@@ -124,14 +122,7 @@ def make(study: Study, models: list[str] | None = None) -> str:
 
 
 def main(argv=None):
-    args, study = study_args(__doc__.split("\n\n")[0], argv,
-                             lambda ap: ap.add_argument("--doc", help="markdown file whose claims block is replaced"))
-    if args.doc and not os.path.exists(args.doc):
-        raise SystemExit(f"error: --doc {args.doc!r} does not exist")
-    text = make(study)
-    if args.doc:
-        compare_table.update_block(args.doc, text, START, END)
-    print(text)
+    compare_table.block_main(__doc__, make, "doc", START, END, argv)
 
 
 if __name__ == "__main__":

@@ -53,25 +53,39 @@ def make(study: Study, models: list[str] | None = None) -> str:
     return text
 
 
-def update_block(path: str, text: str, start: str = START, end: str = END) -> None:
-    """Replace what lies between the markers ``start`` and ``end`` in a markdown file (atomically)."""
+def _read_block_file(path: str, start: str, end: str) -> str:
+    if not os.path.exists(path):
+        raise SystemExit(f"error: {path!r} does not exist")
     with open(path) as f:
         doc = f.read()
     if start not in doc or end not in doc:
         raise SystemExit(f"error: {path} has no {start} ... {end} block")
+    return doc
+
+
+def update_block(path: str, text: str, start: str = START, end: str = END) -> None:
+    """Replace what lies between the markers ``start`` and ``end`` in a markdown file (atomically)."""
+    doc = _read_block_file(path, start, end)
     a, b = doc.index(start) + len(start), doc.index(end)
     atomic_write_bytes(path, (doc[:a] + "\n" + text + doc[b:]).encode())
 
 
+def block_main(doc: str, make_text, flag: str, start: str, end: str, argv=None) -> None:
+    """Command line of a text-producing study script: common options plus ``--<flag> FILE`` whose marked block
+    gets the text; the file and its markers are checked before any run."""
+    args, study = study_args(doc.split("\n\n")[0], argv,
+                             lambda ap: ap.add_argument(f"--{flag}", help=f"markdown file whose {start} block is replaced"))
+    target = getattr(args, flag)
+    if target:
+        _read_block_file(target, start, end)
+    text = make_text(study)
+    if target:
+        update_block(target, text, start, end)
+    print(text)
+
+
 def main(argv=None):
-    args, study = study_args(__doc__.split("\n\n")[0], argv,
-                             lambda ap: ap.add_argument("--readme", help="README to update in place"))
-    if args.readme and not os.path.exists(args.readme):
-        raise SystemExit(f"error: --readme {args.readme!r} does not exist")
-    table = make(study)
-    if args.readme:
-        update_block(args.readme, table)
-    print(table)
+    block_main(__doc__, make, "readme", START, END, argv)
 
 
 if __name__ == "__main__":
