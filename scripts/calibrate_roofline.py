@@ -22,31 +22,19 @@ import argparse
 import json
 import math
 import os
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxsim.config import InferenceConfig, atomic_write_bytes
+from scripts.bench_llm import best_time, matmul_gflops
 from scripts.study import write_csv
-
-
-def best_time(fn, reps: int) -> float:
-    jax.block_until_ready(fn())
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        ts.append(time.perf_counter() - t)
-    return min(ts)
 
 
 def machine_peak(reps: int, n: int = 3072, mib: int = 512) -> tuple[float, float]:
     """(FLOP/s of an n x n f32 matmul, bytes/s of a reduction over `mib` MiB)."""
-    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
-    mm = jax.jit(lambda x, y: x @ y)
-    flops = 2 * n ** 3 / best_time(lambda: mm(a, a), reps)
+    flops = matmul_gflops(n, reps) * 1e9
     x = jnp.ones((mib * 2 ** 20 // 4,), jnp.float32)
     red = jax.jit(jnp.sum)
     bw = x.nbytes / best_time(lambda: red(x), reps)
