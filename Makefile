@@ -26,4 +26,4 @@ montecarlo: install
 	$(PYTHON) -m scripts.montecarlo
 
 test: install-test
-	$(PYTHON) -m pytest -q tests
+	$(PYTHON) -m pytest -q -n auto --maxprocesses 4 tests

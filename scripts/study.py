@@ -41,7 +41,7 @@ class Study:
     model: str = "smollm2-135m"
     lm: Any = None                       # a loaded icl.llm.LanguageModel (tests pass a tiny one)
     episodes: int | None = None          # override the preset
-    tiny: bool = False                   # tests: 1 cell x 3 users, 4 slots, 2-point sweeps
+    tiny: bool = False                   # tests: 1 cell x 2 users, 4 slots, 2-point sweeps
     cache: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------------ presets
@@ -49,7 +49,8 @@ class Study:
         """Quick: 2 cells x 3 users, 10-slot episodes; full: the default scenario."""
         cfg = SimConfig()
         if self.tiny:
-            cfg = cfg.replace(topology=TopologyConfig(n_cells=1, users_per_cell=3), episode=EpisodeConfig(horizon=4))
+            # 2 users per cell: the first point of the network-size sweep, so fig5 reuses fig1's runs there
+            cfg = cfg.replace(topology=TopologyConfig(n_cells=1, users_per_cell=2), episode=EpisodeConfig(horizon=4))
         elif self.quick:
             cfg = cfg.replace(topology=TopologyConfig(n_cells=2, users_per_cell=3), episode=EpisodeConfig(horizon=10))
         if users_per_cell is not None:

@@ -12,6 +12,11 @@ def tiny_config(**kw) -> SimConfig:
     return dataclasses.replace(cfg, **kw).validate() if kw else cfg.validate()
 
 
+def pytest_collection_modifyitems(items):
+    """Long tests first (stable otherwise): with pytest-xdist the other worker meanwhile runs the short ones."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 @pytest.fixture
 def tiny():
     return tiny_config()

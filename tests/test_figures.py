@@ -4,6 +4,8 @@ random-weight LLM: PNGs and their data written, runs cached, tables generated.""
 import csv
 import os
 
+import pytest
+
 from scripts import reproduce
 from scripts.compare_table import END, START, update_block
 from scripts.study import Study
@@ -11,6 +13,7 @@ from scripts.study import Study
 from test_llm_model import tiny_lm
 
 
+@pytest.mark.long
 def test_reproduce_tiny(tmp_path, monkeypatch):
     lm = tiny_lm()
     orig = Study.__init__

@@ -30,6 +30,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.long
 def test_two_processes_on_loopback_write_the_single_process_summary(tmp_path):
     """Two CPU processes (JAX distributed runtime, gloo collectives) shard the episodes between them;
     process 0 writes exactly the summary one process writes."""
