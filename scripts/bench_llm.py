@@ -60,7 +60,7 @@ def matmul_gflops(n=3072, reps=5):
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
     b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
     f = jax.jit(lambda a, b: a @ b)
-    return 2 * n ** 3 / best_time(lambda: f(a, b).block_until_ready(), reps) / 1e9
+    return 2 * n ** 3 / best_time(lambda: f(a, b), reps) / 1e9
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -148,7 +148,7 @@ def main(argv=None):
 
     B, T = batches[-1], 256
     toks = jnp.asarray(np.random.default_rng(0).integers(100, lm.cfg.vocab_size, (B, T)), jnp.int32)
-    pf = B * T / best_time(lambda: _prefill(lm.cfg, lm.params, toks).block_until_ready(), reps)
+    pf = B * T / best_time(lambda: _prefill(lm.cfg, lm.params, toks), reps)
     mfu = pf * 2 * lm.n_params / (gf * 1e9)
     print(f"prefill [{B}x{T}]: {pf:.0f} tokens/s, MFU {mfu:.2f}")
 

@@ -152,7 +152,7 @@ def segment_attention(qg: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array
     Bs, S = k.shape[:2]
     R = 1 if Bs == 1 else B                                      # rows of the score batch
     qf = jnp.transpose(qg.reshape(R, B // R, T, K, G, hd), (0, 3, 1, 2, 4, 5)).reshape(R, K, -1, hd)
-    kt, vt = (jnp.transpose(jnp.broadcast_to(x, (R, *x.shape[1:])), (0, 2, 1, 3)) for x in (k, v))
+    kt, vt = (jnp.transpose(x, (0, 2, 1, 3)) for x in (k, v))                                 # [R, K, S, hd]
     s = jnp.einsum("rknd,rksd->rkns", qf, kt).astype(jnp.float32)                            # [R, K, N, S]
     mask = jnp.broadcast_to(mask, (*mask.shape[:-1], S))
     if mask.shape[:2] == (1, 1):                                  # one key mask for every query
