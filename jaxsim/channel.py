@@ -97,17 +97,21 @@ def sinr_per_rb(params: EnvParams, gain, assoc, fading, cell_busy):
     cell contributes the mean interference of its users (a random user of that cell on the
     RB); BS noise figure.
     """
-    g = gain[:, :, None] * fading                           # [U, M, K]
-    own = jax.nn.one_hot(assoc, params.n_cells)             # [U, M]
+    m_n = params.n_cells
+    own = jax.nn.one_hot(assoc, m_n)                        # [U, M]
     act = interference_activity(params, cell_busy)          # [M]
-    sig = jnp.sum(g * own[:, :, None], axis=1)              # [U, K]
-    dl_int = jnp.sum(g * ((1.0 - own) * act[None, :])[:, :, None], axis=1)
+    # Sums over the (few) cells are written out: XLA:CPU runs a reduce over the small middle axis
+    # of [U, M, K] about 3x slower than these adds, and the adds fuse with the fading draw.
+    g = [gain[:, m, None] * fading[:, m, :] for m in range(m_n)]            # M x [U, K]
+    other = (1.0 - own) * act[None, :]                      # [U, M]: BS m interferes at user u
+    sig = sum(own[:, m, None] * g[m] for m in range(m_n))                  # [U, K]
+    dl_int = sum(other[:, m, None] * g[m] for m in range(m_n))
     dl = params.bs_power_rb_w * sig / (params.bs_power_rb_w * dl_int + params.noise_rb_ue_w)
-    # mean gain from the users of cell m' to BS m on RB k: [M', M, K]
+    # Uplink interference at BS n: the mean gain to n of each other active cell's users, summed
+    # over those cells, = sum_u c[u, n] g[u, n, k] with c[u, n] = a(m_u) [m_u != n] / |cell m_u|.
     n_in_cell = jnp.maximum(own.sum(0), 1.0)
-    g_from_cell = jnp.einsum("um,unk->mnk", own, g) / n_in_cell[:, None, None]
-    others = act[:, None] * (1.0 - jnp.eye(params.n_cells))              # [M', M]: cell m' interferes at BS m
-    ul_int_at_bs = jnp.einsum("mn,mnk->nk", others, g_from_cell)
+    c = (act[:, None] * (1.0 - jnp.eye(m_n)))[assoc] / n_in_cell[assoc][:, None]   # [U, M]
+    ul_int_at_bs = jnp.stack([jnp.sum(c[:, m, None] * g[m], axis=0) for m in range(m_n)])   # [M, K]
     ul_int = ul_int_at_bs[assoc]                            # [U, K] at the serving BS
     ul = params.ue_power_rb_w * sig / (params.ue_power_rb_w * ul_int + params.noise_rb_bs_w)
     return dl, ul

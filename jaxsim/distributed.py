@@ -14,6 +14,10 @@ Where the cluster layout comes from, first match wins:
      JAX's own cluster detection reads the node list, task count and rank;
   4. otherwise one process: nothing is initialised.
 On CPU the cross-process collectives use gloo.
+
+On a CPU host, ``set_cpu_devices`` exposes the cores as that many XLA CPU devices (JAX's
+``jax_num_cpu_devices``), so the episode shards of a chunk run side by side, one per core. Results do
+not depend on the device count.
 """
 
 from __future__ import annotations
@@ -89,8 +93,42 @@ def cluster_spec(coordinator=None, num_processes=None, process_id=None, env=None
     return ClusterSpec()
 
 
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:          # not on Linux
+        return os.cpu_count() or 1
+
+
+def set_cpu_devices(value: int | str = "auto") -> int | None:
+    """Expose this host's CPU as ``value`` XLA devices ("auto": one per usable core).
+
+    XLA runs one program's fused kernels on one core each, so a chunk sharded over one device per core
+    keeps every core busy (about 1.4x on 2 cores for the default scenario). Only possible before JAX
+    starts its backends; afterwards, or when ``XLA_FLAGS`` already forces a host device count, nothing
+    changes. Returns the count set, or None when nothing changed.
+    """
+    if value == "auto":
+        n = usable_cores()
+    else:
+        try:
+            n = int(value)
+        except (TypeError, ValueError):
+            n = 0
+        if not 1 <= n <= 4096:
+            raise ClusterError(f"cpu_devices = {value!r}: allowed auto or an integer in [1, 4096]")
+    from jax._src import xla_bridge
+    if xla_bridge.backends_are_initialized() or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return None
+    jax.config.update("jax_num_cpu_devices", n)
+    return n
+
+
 def add_cluster_args(ap: argparse.ArgumentParser) -> None:
     g = ap.add_argument_group("multi-host (JAX distributed runtime; default: SLURM or JAX_* variables, else one process)")
+    g.add_argument("--cpu-devices", default="auto",
+                   help="XLA CPU devices per process, episodes sharded over them: auto (one per core) or N; "
+                        "results do not depend on it (auto)")
     g.add_argument("--coordinator", help="HOST:PORT of process 0's coordination service")
     g.add_argument("--num-processes", type=int, help="number of processes in the run")
     g.add_argument("--process-id", type=int, help="this process's rank, 0 .. num-processes - 1")

@@ -33,6 +33,7 @@ import jax
 from baselines.heuristics import greedy_policy
 from jaxsim import env, reference
 from jaxsim.config import SimConfig
+from jaxsim.distributed import set_cpu_devices
 from jaxsim.params import make_params
 from jaxsim.rollout import auto_chunk, rollout
 
@@ -78,6 +79,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true", help="64 and 256 episodes")
     ap.add_argument("--sizes", help="comma-separated episode counts (overrides the defaults)")
     ap.add_argument("--chunk", default="2048", help="JAX episodes per compiled batch, or auto (default 2048)")
+    ap.add_argument("--cpu-devices", default="auto",
+                    help="XLA CPU devices the JAX episodes are sharded over: auto (one per core) or N (auto)")
     ap.add_argument("--numpy-max", type=int, default=None,
                     help="run the NumPy reference only up to this many episodes (default: every size)")
     args = ap.parse_args(argv)
@@ -86,6 +89,10 @@ def main(argv=None) -> dict:
         raise SystemExit("error: --sizes must be positive integers and --chunk auto or a positive integer")
     if args.numpy_max is not None and args.numpy_max < 1:
         raise SystemExit(f"error: --numpy-max = {args.numpy_max}: allowed >= 1")
+    try:
+        set_cpu_devices(args.cpu_devices)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
     cfg = SimConfig()
     params = make_params(cfg)
     np_params = reference.to_numpy(params)

@@ -32,8 +32,8 @@ def _free_port() -> int:
 
 @pytest.mark.long
 def test_two_processes_on_loopback_write_the_single_process_summary(tmp_path):
-    """Two CPU processes (JAX distributed runtime, gloo collectives) shard the episodes between them;
-    process 0 writes exactly the summary one process writes."""
+    """Two CPU processes (JAX distributed runtime, gloo collectives) of two CPU devices each shard the
+    episodes between them; process 0 writes exactly the summary one process writes."""
     cfg_path = tmp_path / "tiny.toml"
     save_config(tiny_config(), cfg_path)
     common = ["--config", str(cfg_path), "--episodes", "6", "--policies", "greedy,oracle", "--chunk", "4"]
@@ -43,7 +43,7 @@ def test_two_processes_on_loopback_write_the_single_process_summary(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_FLAGS", "SLURM_", "JAX_COORD"))}
     env["JAX_PLATFORMS"] = "cpu"
     cmd = [sys.executable, "-m", "scripts.montecarlo", *common, "--out", str(tmp_path / "two"),
-           "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
+           "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--cpu-devices", "2"]
     procs = [subprocess.Popen(cmd + ["--process-id", str(i)], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for i in range(2)]
     try:
@@ -55,7 +55,7 @@ def test_two_processes_on_loopback_write_the_single_process_summary(tmp_path):
                 p.wait()
     assert [p.returncode for p in procs] == [0, 0], "\n".join(logs)
     meta = json.loads((tmp_path / "two" / "run.json").read_text())
-    assert meta["process_count"] == 2 and meta["device_count"] == 2
+    assert meta["process_count"] == 2 and meta["device_count"] == 4
     assert _policies(tmp_path / "two") == _policies(tmp_path / "one")
     for name in ("greedy", "oracle"):
         for f in ("episodes.csv", "tasks.csv"):
@@ -136,6 +136,16 @@ def test_cluster_spec_from_flags_and_environment():
             distributed.cluster_spec(*bad, env={})
 
 
+def test_cpu_devices_are_validated_and_left_alone_once_jax_runs():
+    for bad in ("0", "many", "-2"):
+        with pytest.raises(distributed.ClusterError, match=f"cpu_devices = '{bad}': allowed auto or an integer"):
+            distributed.set_cpu_devices(bad)
+    n = distributed.jax.device_count()                  # the backend runs: the count cannot change now
+    assert distributed.set_cpu_devices("auto") is None and distributed.set_cpu_devices(3) is None
+    assert distributed.jax.device_count() == n
+    assert distributed.usable_cores() >= 1
+
+
 def test_montecarlo_refuses_bad_cluster_flags_before_compute(tmp_path, capsys):
     out = tmp_path / "x"
     assert montecarlo.main(["--coordinator", "localhost", "--num-processes", "2", "--process-id", "0",
@@ -144,6 +154,8 @@ def test_montecarlo_refuses_bad_cluster_flags_before_compute(tmp_path, capsys):
     assert montecarlo.main(["--coordinator", "localhost:5", "--num-processes", "2", "--process-id", "0",
                             "--policies", "knn", "--out", str(out)]) == 2
     assert "ICL and kNN run in one process" in capsys.readouterr().err
+    assert montecarlo.main(["--cpu-devices", "0", "--out", str(out)]) == 2
+    assert "cpu_devices = '0': allowed auto or an integer in [1, 4096]" in capsys.readouterr().err
     assert not out.exists()
 
 
