@@ -100,23 +100,36 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def set_cpu_devices(value: int | str = "auto") -> int | None:
-    """Expose this host's CPU as ``value`` XLA devices ("auto": one per usable core).
+# A run this small gains less from the extra devices than their compiles cost (every device compiles the
+# single-device program once per policy, ~6 s each on 2 cores, one after another).
+MULTI_DEVICE_MIN_EPISODE_SLOTS = 500_000
 
-    XLA runs one program's fused kernels on one core each, so a chunk sharded over one device per core
-    keeps every core busy (about 1.4x on 2 cores for the default scenario). Only possible before JAX
-    starts its backends; afterwards, or when ``XLA_FLAGS`` already forces a host device count, nothing
-    changes. Returns the count set, or None when nothing changed.
-    """
+
+def cpu_device_count(value: int | str = "auto", episode_slots: int | None = None) -> int:
+    """The number of CPU devices ``set_cpu_devices`` asks for (validated; see there)."""
     if value == "auto":
-        n = usable_cores()
-    else:
-        try:
-            n = int(value)
-        except (TypeError, ValueError):
-            n = 0
-        if not 1 <= n <= 4096:
-            raise ClusterError(f"cpu_devices = {value!r}: allowed auto or an integer in [1, 4096]")
+        small = episode_slots is not None and episode_slots < MULTI_DEVICE_MIN_EPISODE_SLOTS
+        return 1 if small else usable_cores()
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if not 1 <= n <= 4096:
+        raise ClusterError(f"cpu_devices = {value!r}: allowed auto or an integer in [1, 4096]")
+    return n
+
+
+def set_cpu_devices(value: int | str = "auto", episode_slots: int | None = None) -> int | None:
+    """Expose this host's CPU as ``value`` XLA devices.
+
+    "auto": one per usable core, unless ``episode_slots`` (episodes x horizon per policy, when the
+    caller knows it) is below ``MULTI_DEVICE_MIN_EPISODE_SLOTS``: then one. XLA runs one program's fused
+    kernels on one core each, so a chunk sharded over one device per core keeps every core busy (about
+    1.4x on 2 cores for the default scenario). Only possible before JAX starts its backends; afterwards,
+    or when ``XLA_FLAGS`` already forces a host device count, nothing changes. Returns the count set, or
+    None when nothing changed.
+    """
+    n = cpu_device_count(value, episode_slots)
     from jax._src import xla_bridge
     if xla_bridge.backends_are_initialized() or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
         return None
@@ -127,7 +140,8 @@ def set_cpu_devices(value: int | str = "auto") -> int | None:
 def add_cluster_args(ap: argparse.ArgumentParser) -> None:
     g = ap.add_argument_group("multi-host (JAX distributed runtime; default: SLURM or JAX_* variables, else one process)")
     g.add_argument("--cpu-devices", default="auto",
-                   help="XLA CPU devices per process, episodes sharded over them: auto (one per core) or N; "
+                   help="XLA CPU devices per process, episodes sharded over them: auto (one per core for runs of "
+                        f"at least {MULTI_DEVICE_MIN_EPISODE_SLOTS:,} episode-slots per policy, else one) or N; "
                         "results do not depend on it (auto)")
     g.add_argument("--coordinator", help="HOST:PORT of process 0's coordination service")
     g.add_argument("--num-processes", type=int, help="number of processes in the run")

@@ -260,7 +260,7 @@ def main(argv=None) -> int:
         if host and cluster.multi_process:
             raise ConfigError(f"--policies {','.join(host)}: ICL and kNN run in one process; "
                               "run them without --coordinator / outside a multi-task job")
-        distributed.set_cpu_devices(args.cpu_devices)
+        distributed.set_cpu_devices(args.cpu_devices, episode_slots=args.episodes * cfg.episode.horizon)
         distributed.initialize(cluster)
         policies = {n: make_policy(n, cfg, args.checkpoint, icfg) for n in names}
     except (ConfigError, ValueError, FileNotFoundError) as e:

@@ -143,7 +143,10 @@ def test_cpu_devices_are_validated_and_left_alone_once_jax_runs():
     n = distributed.jax.device_count()                  # the backend runs: the count cannot change now
     assert distributed.set_cpu_devices("auto") is None and distributed.set_cpu_devices(3) is None
     assert distributed.jax.device_count() == n
-    assert distributed.usable_cores() >= 1
+    cores = distributed.usable_cores()
+    assert distributed.cpu_device_count("auto") == cores == distributed.cpu_device_count("auto", 10 ** 6)
+    assert distributed.cpu_device_count("auto", 16 * 50) == 1          # the default run: compiles would dominate
+    assert distributed.cpu_device_count("3", 16 * 50) == 3
 
 
 def test_montecarlo_refuses_bad_cluster_flags_before_compute(tmp_path, capsys):
