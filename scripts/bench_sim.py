@@ -8,7 +8,8 @@ episodes, in the same process, on the default scenario with greedy actions.
 Prints one line per size and, last, one JSON object for the largest size:
 {"bench": "sim", "episodes": ..., "jax_episode_slots_per_s": ..., "numpy_episode_slots_per_s": ...,
  "ratio": ..., "peak_rss_mb": ...}. JAX is timed warm (a first run of the same shape compiles);
-episodes are run in chunks of --chunk to bound memory (auto: sized from free device memory).
+episodes are run in chunks of --chunk to bound memory (auto: sized from free device memory), each chunk
+sharded over --cpu-devices XLA CPU devices on a CPU host (auto: one per core; NumPy uses one core).
 peak_rss_mb is the process's peak resident memory (both engines included). The NumPy reference
 runs only for sizes up to --numpy-max; larger sizes are compared with its rate at the largest
 size it ran.
