@@ -125,19 +125,13 @@ def set_cpu_devices(value: int | str = "auto", episode_slots: int | None = None)
     "auto": one per usable core, unless ``episode_slots`` (episodes x horizon per policy, when the
     caller knows it) is below ``MULTI_DEVICE_MIN_EPISODE_SLOTS``: then one. XLA:CPU runs a program's
     fused kernels one after another, most of them on one core, so a chunk sharded over one device per
-    core keeps every core busy (1.4-1.55x on 2 cores for the default scenario). Only possible before JAX starts its backends; afterwards,
-    or when ``XLA_FLAGS`` already forces a host device count, nothing changes. Returns the count set, or
-    None when nothing changed.
+    core keeps every core busy (1.4-1.55x on 2 cores for the default scenario). Only possible before
+    JAX starts its backends; afterwards, or when ``XLA_FLAGS`` already forces a host device count,
+    nothing changes. Returns the count set, or None when nothing changed.
     """
     n = cpu_device_count(value, episode_slots)
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
         return None
-    try:
-        from jax._src import xla_bridge
-        if xla_bridge.backends_are_initialized():
-            return None
-    except (ImportError, AttributeError):   # private API moved: the update below tells instead
-        pass
     try:
         jax.config.update("jax_num_cpu_devices", n)
     except RuntimeError:                      # the backends already run
