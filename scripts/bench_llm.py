@@ -1,7 +1,8 @@
 """Benchmark the Flax LLM runtime on CPU: ``python -m scripts.bench_llm [--model NAME] [--quick]``.
 
 Measures (float32):
-* matmul_gflops: best rate of a large square f32 matmul through JAX (the machine's practical ceiling);
+* matmul_gflops: best rate of a large square f32 matmul through JAX, compiled with the runtime's XLA options
+  (``icl.llm.runtime.compiler_options``: the same GEMM as the model's; the machine's practical ceiling);
 * prefill_tokens_per_s: a jitted forward over [batch, T] prompt tokens (head at the last position only);
 * mfu = prefill_tokens_per_s * 2 * n_params / (matmul_gflops * 1e9);
 * decisions_per_s: ``LanguageModel.score`` decisions (one prompt scored against 3 candidates) per second for
@@ -16,7 +17,6 @@ largest batch (32 by default; --batches 1,32,256 on a GPU).
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import time
 
@@ -27,6 +27,7 @@ import numpy as np
 from icl.llm import LanguageModel
 from icl.llm import model as M
 from icl.llm.registry import DEFAULT_MODEL
+from icl.llm.runtime import stage
 
 CANDIDATES = [" edge", " cloud", " local"]
 SHARED = ("You are the scheduler of a 6G edge-cloud network that serves generative AI tasks (text, image and "
@@ -59,11 +60,11 @@ def best_time(fn, reps):
 def matmul_gflops(n=3072, reps=5):
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
     b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
-    f = jax.jit(lambda a, b: a @ b)
+    f = stage()(lambda a, b: a @ b)
     return 2 * n ** 3 / best_time(lambda: f(a, b), reps) / 1e9
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@stage(static_argnums=0)
 def _prefill(cfg, params, tokens):
     B, T = tokens.shape
     h, _ = M.forward(cfg, params, tokens, jnp.broadcast_to(jnp.arange(T), (B, T)),

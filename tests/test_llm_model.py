@@ -56,8 +56,12 @@ CFGS = {
 }
 
 
+@pytest.mark.parametrize("query_block", [256, 5])
 @pytest.mark.parametrize("name", list(CFGS))
-def test_forward_matches_numpy(name):
+def test_forward_matches_numpy(name, query_block, monkeypatch):
+    """query_block 5: the 23 causal queries attend in 5 blocks, each to the keys up to its end only."""
+    from icl.llm import model
+    monkeypatch.setattr(model, "QUERY_BLOCK", query_block)
     cfg = CFGS[name]
     params = init_params(cfg, seed=1, scale=0.1)
     tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, size=23)
@@ -140,11 +144,15 @@ def test_bfloat16_close_to_float32():
     np.testing.assert_allclose(lm16.score(prompts, cands), lm32.score(prompts, cands), rtol=0.05, atol=0.1)
 
 
+@pytest.mark.parametrize("query_block", [256, 2])
 @pytest.mark.parametrize("mask_kind", ["shared", "per_row", "per_token"])
-def test_segment_attention_merge_equals_softmax_over_concatenation(mask_kind):
-    """Attention over [shared batch-1 segment ; per-row segment], merged by log-sum-exp, equals one softmax over
-    the concatenated (broadcast) keys; fully masked rows stay finite."""
+def test_segment_attention_merge_equals_softmax_over_concatenation(mask_kind, query_block, monkeypatch):
+    """Attention over [shared batch-1 segment ; per-row causal segment], merged by log-sum-exp, equals one softmax
+    over the concatenated (broadcast) keys, also when the causal queries run in blocks of 2 (block [a, b) reads
+    keys [0, b) of the causal segment only); fully masked rows stay finite."""
+    from icl.llm import model
     from icl.llm.model import attention
+    monkeypatch.setattr(model, "QUERY_BLOCK", query_block)
     rng = np.random.default_rng(0)
     B, T, H, K, hd, S = 3, 5, 4, 2, 8, 7
     q = rng.standard_normal((B, T, H, hd)).astype(np.float32)

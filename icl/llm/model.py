@@ -168,6 +168,29 @@ def segment_attention(qg: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array
     return back(m), back(l), back(o)
 
 
+QUERY_BLOCK = 256   # longest query block of ``causal_segment_attention`` (tokens)
+
+
+def causal_segment_attention(qg: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array):
+    """``segment_attention`` of the queries over their own tokens (k, v [B, T, K, hd]) under a lower-triangular
+    mask (no token sees a later one; mask broadcastable to [B, T, T]).
+
+    The T queries are cut into n = ceil(T / QUERY_BLOCK) near-equal blocks and block [a, b) reads keys [0, b)
+    only, which skips most of the score matrix's masked upper triangle: 75% of it is computed at n = 2 (a 416-token
+    prompt), 62.5% at n = 4. Scores, maxima and sums are those of ``segment_attention`` exactly (the skipped
+    scores had weight 0); the parts are concatenated along T."""
+    T = qg.shape[1]
+    n = -(-T // QUERY_BLOCK)
+    if n == 1:
+        return segment_attention(qg, k, v, mask)
+    ends = [-(-T * (i + 1) // n) for i in range(n)]
+    parts = []
+    for a, b in zip([0] + ends[:-1], ends):
+        m = mask[:, a:b] if mask.shape[1] == T else mask
+        parts.append(segment_attention(qg[:, a:b], k[:, :b], v[:, :b], m[..., :b] if m.shape[-1] == T else m))
+    return tuple(jnp.concatenate(x, axis=1) for x in zip(*parts))
+
+
 def merge_segments(parts) -> jax.Array:
     """Combine the (m, l, o) of several segments (``segment_attention``) into softmax attention over their
     concatenation: sum_i o_i exp(m_i - m) / sum_i l_i exp(m_i - m) with m = max_i m_i (log-sum-exp merge)."""
@@ -184,6 +207,8 @@ def merge_segments(parts) -> jax.Array:
 def attention(q: jax.Array, segments: Sequence[Segment]) -> jax.Array:
     """Softmax attention of q [B, T, H, hd] over the concatenation of key/value segments -> [B, T, H, hd].
 
+    The last segment holds the queries' own tokens (k, v [B, T, K, hd]) and its mask must be lower triangular
+    (causal: ``causal_segment_attention`` skips the scores above the diagonal); the others are cached context.
     Each segment is attended separately (``segment_attention``) and the parts are merged by log-sum-exp
     (``merge_segments``), which equals one softmax over the concatenated scores up to float rounding. A segment
     with batch 1 is shared by every row (e.g. a cached prompt prefix) and is never copied.
@@ -192,7 +217,8 @@ def attention(q: jax.Array, segments: Sequence[Segment]) -> jax.Array:
     B, T, H, hd = q.shape
     K = segments[0][0].shape[2]
     qg = (q * (hd ** -0.5)).reshape(B, T, K, H // K, hd)
-    out = merge_segments([segment_attention(qg, k, v, mask) for k, v, mask in segments])
+    *ctx, (k, v, mask) = segments
+    out = merge_segments([segment_attention(qg, *seg) for seg in ctx] + [causal_segment_attention(qg, k, v, mask)])
     return out.reshape(B, T, H, hd).astype(q.dtype)
 
 
@@ -220,7 +246,8 @@ def forward(cfg: Config, params: dict, tokens: jax.Array, positions: jax.Array, 
             ctx: Sequence[tuple] = ()):
     """Run all layers.
 
-    tokens, positions: int [B, T]; self_mask: bool [B, T, T] (which of these tokens each token sees);
+    tokens, positions: int [B, T]; self_mask: bool [B, T, T] (which of these tokens each token sees; lower
+    triangular: a token never sees a later one);
     ctx: cached segments (k [L, Bs, S, K, hd], v [L, Bs, S, K, hd], mask broadcastable to [B, T, S]).
     Returns (hidden [B, T, D] before the final norm, (k, v) [L, B, T, K, hd] of these tokens).
     """

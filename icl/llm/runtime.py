@@ -65,10 +65,43 @@ def common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# jitted stages (cfg is static; everything else is arrays)
+# XLA options and the jitted stages (cfg is static; everything else is arrays)
+
+# XLA:CPU runs reductions through YNNPACK and matmuls through its own (Eigen) GEMM. XLA's default (jaxlib
+# 0.10) also sends matmuls to YNNPACK, which was 12% slower on a no-prefix score of 8 x 416 tokens (f32, 2-core
+# x86; both compiled in one process and timed alternately, best of 4).
+_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.cache
+def compiler_options() -> tuple:
+    """The XLA compiler options of the LLM stages on the default backend: ``_CPU_OPTIONS`` on a CPU whose XLA
+    takes them, none otherwise (a GPU, or an XLA without the option)."""
+    if jax.default_backend() != "cpu":
+        return ()
+    try:
+        jax.jit(jnp.sum, compiler_options=_CPU_OPTIONS).lower(jnp.ones(4)).compile()
+    except Exception:                      # this XLA does not know the option or its value
+        return ()
+    return tuple(_CPU_OPTIONS.items())
+
+
+def stage(**jit_kw):
+    """Decorator: ``jax.jit(fn, **jit_kw)`` with ``compiler_options()``, built at the first call (when JAX runs)."""
+    def wrap(fn):
+        jitted = []
+
+        @functools.wraps(fn)
+        def call(*args):
+            if not jitted:
+                jitted.append(jax.jit(fn, compiler_options=dict(compiler_options()) or None, **jit_kw))
+            return jitted[0](*args)
+        return call
+    return wrap
+
+
+
+@stage(static_argnums=0)
 def _prefill_prefix(cfg, params, tokens, length):
     """tokens int [1, P] (right padded to ``length``) -> cache (k, v) [L, 1, P, K, hd]."""
     P = tokens.shape[1]
@@ -83,7 +116,7 @@ def _prefix_segments(prefix):
     return [(pk, pv, (jnp.arange(pk.shape[2]) < plen)[None, None, :])], plen
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@stage(static_argnums=0)
 def _score_suffix(cfg, params, tokens, lengths, first_ids, prefix):
     """Suffixes int [B, T] (right padded to lengths [B]) after the optional prefix cache.
 
@@ -97,7 +130,7 @@ def _score_suffix(cfg, params, tokens, lengths, first_ids, prefix):
     return jnp.take_along_axis(lp, first_ids, axis=1), kv
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@stage(static_argnums=0)
 def _score_rest(cfg, params, cand, cand_len, prefix, suffix_kv, suffix_len):
     """Candidate tokens 2.. : cand int [B, C, Tc] with lengths [B, C] -> summed log-probs [B, C]."""
     B, C, Tc = cand.shape
@@ -120,7 +153,7 @@ def _sample(lp, key, temperature, greedy: bool):
     return jax.random.categorical(key, lp / temperature, axis=-1).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4, 7))
+@stage(static_argnums=(0, 4, 7))
 def _gen_prefill(cfg, params, tokens, valid, size, key, temperature, greedy):
     """Left-padded prompts int [B, T0] with valid bool [B, T0] -> (first tokens [B], cache (k, v) [L, B, size, K, hd])."""
     B, T0 = tokens.shape
@@ -133,7 +166,7 @@ def _gen_prefill(cfg, params, tokens, valid, size, key, temperature, greedy):
     return _sample(M.logprobs(cfg, params, h[:, -1]), key, temperature, greedy), cache
 
 
-@functools.partial(jax.jit, static_argnums=(0, 9), donate_argnums=(2,))
+@stage(static_argnums=(0, 9), donate_argnums=(2,))
 def _gen_step(cfg, params, cache, valid, tok, pos, t, key, temperature, greedy):
     """One decode step: tok [B] at positions pos [B] written to cache column t -> (next tokens [B], cache)."""
     B = tok.shape[0]
