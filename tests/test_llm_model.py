@@ -177,3 +177,13 @@ def test_segment_attention_merge_equals_softmax_over_concatenation(mask_kind, qu
     empty = np.asarray(attention(jnp.asarray(q), [(jnp.asarray(k0), jnp.asarray(v0), jnp.zeros((1, 1, S), bool)),
                                                  (jnp.asarray(k1), jnp.asarray(v1), jnp.zeros((B, T, T), bool))]))
     assert np.isfinite(empty).all()
+
+
+def test_bucket_len_bounds_padding_and_shape_count():
+    from icl.llm import bucket_len
+    n = np.arange(1, 4097)
+    b = np.array([bucket_len(i) for i in n])
+    assert (b >= n).all() and (np.diff(b) >= 0).all()
+    assert ((b - n)[n > 64] / n[n > 64]).max() < 0.125 and ((b - n)[n > 128] / n[n > 128]).max() < 0.0625
+    assert bucket_len(97) == 104 and bucket_len(400) == 400 and bucket_len(1000) == 1024
+    assert len(set(b[n <= 512])) == 48 and len(set(b)) == 160       # shapes that can compile up to 512, 4096

@@ -1,7 +1,8 @@
 """``LanguageModel``: load weights + tokenizer, score candidate continuations in batches, generate text.
 
 Scoring (``score``) runs in up to three jit-compiled stages; every shape is bucketed (lengths by ``bucket_len``:
-at most 12.5% padding above 64 tokens; batch to powers of two) so only a handful of shapes ever compile:
+at most 12.5% padding above 64 tokens, 6.25% above 128; batch to powers of two) so only a handful of shapes ever
+compile:
 
 1. *shared prefix* (optional, default on): the longest common token prefix of all prompts of the call is run
    once as a batch-1 sequence and its key/value cache kept ([L, 1, P, K, hd]);
@@ -39,13 +40,14 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def bucket_len(n: int, quantum: int = 32) -> int:
-    """Padded length: powers of two (>= 8) up to 16, then multiples of a step that is 1/8 of n's power-of-two
-    octave, clamped to [8, ``quantum``] (8 up to 128, 16 up to 256, then ``quantum``). Padding stays below
-    12.5% above 64 tokens (a 97-token suffix runs as 104, not 128) while a workload compiles few shapes."""
+    """Padded length: powers of two (>= 8) up to 16, then multiples of a step that is 1/16 of n's power-of-two
+    octave, clamped to [8, ``quantum``] (8 up to 256 tokens, 16 up to 512, then ``quantum``). Padding stays below
+    12.5% above 64 tokens and below 6.25% above 128 (a 97-token suffix runs as 104, a 400-token prompt as 400)
+    while a workload compiles few shapes."""
     n = int(n)
     if n <= 16:
         return max(8, 1 << max(0, n - 1).bit_length())
-    step = min(quantum, max(8, (1 << ((n - 1).bit_length() - 1)) // 8))
+    step = min(quantum, max(8, (1 << ((n - 1).bit_length() - 1)) // 16))
     return -(-n // step) * step
 
 
