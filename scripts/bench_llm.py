@@ -68,8 +68,8 @@ def matmul_gflops(n=3072, reps=5):
 def _prefill(cfg, params, tokens):
     B, T = tokens.shape
     h, _ = M.forward(cfg, params, tokens, jnp.broadcast_to(jnp.arange(T), (B, T)),
-                     M.causal_mask(jnp.full((B,), T), T))
-    return M.logprobs(cfg, params, h[:, -1])
+                     M.causal_mask(jnp.full((B,), T), T), out=jnp.full((B, 1), T - 1))
+    return M.logprobs(cfg, params, h[:, 0])
 
 
 def make_prompts(lm, n, shared_tokens, suffix_tokens, seed=0):

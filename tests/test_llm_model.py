@@ -187,3 +187,30 @@ def test_bucket_len_bounds_padding_and_shape_count():
     assert ((b - n)[n > 64] / n[n > 64]).max() < 0.125 and ((b - n)[n > 128] / n[n > 128]).max() < 0.0625
     assert bucket_len(97) == 104 and bucket_len(400) == 400 and bucket_len(1000) == 1024
     assert len(set(b[n <= 512])) == 48 and len(set(b)) == 160       # shapes that can compile up to 512, 4096
+
+
+@pytest.mark.parametrize("with_prefix", [False, True])
+def test_forward_at_out_positions_equals_full_forward(lm, with_prefix):
+    """forward(out=idx): the last layer's attention and MLP only at idx give the full forward's hidden states there
+    and the same key/value cache; out of width 0 gives the cache alone."""
+    from icl.llm.model import causal_mask, forward, take_rows
+    cfg, params = lm.cfg, lm.params
+    rng = np.random.default_rng(3)
+    B, T, P = 3, 11, 6
+    ctx, p0 = (), 0
+    if with_prefix:
+        _, (kp, vp) = forward(cfg, params, jnp.asarray(rng.integers(0, cfg.vocab_size, (1, P))), jnp.arange(P)[None],
+                              causal_mask(jnp.array([P]), P))
+        ctx, p0 = [(kp, vp, jnp.ones((1, 1, P), bool))], P
+    tokens = jnp.asarray(rng.integers(0, cfg.vocab_size, (B, T)))
+    pos = p0 + jnp.broadcast_to(jnp.arange(T), (B, T))
+    mask = causal_mask(jnp.array([11, 7, 4]), T)
+    h_full, kv_full = forward(cfg, params, tokens, pos, mask, ctx)
+    idx = jnp.array([[10, 0], [6, 3], [3, 3]])
+    h, kv = forward(cfg, params, tokens, pos, mask, ctx, out=idx)
+    np.testing.assert_allclose(np.asarray(h), np.asarray(take_rows(h_full, idx)), rtol=1e-5, atol=1e-5)
+    h0, kv0 = forward(cfg, params, tokens, pos, mask, ctx, out=jnp.zeros((B, 0), jnp.int32))
+    assert h0.shape == (B, 0, cfg.dim)
+    for a, b, c in zip(kv_full, kv, kv0):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(c))

@@ -204,11 +204,12 @@ def merge_segments(parts) -> jax.Array:
     return num / jnp.where(den > 0, den, 1.0)                # a query that sees no key at all (padding) gets 0
 
 
-def attention(q: jax.Array, segments: Sequence[Segment]) -> jax.Array:
+def attention(q: jax.Array, segments: Sequence[Segment], causal: bool = True) -> jax.Array:
     """Softmax attention of q [B, T, H, hd] over the concatenation of key/value segments -> [B, T, H, hd].
 
-    The last segment holds the queries' own tokens (k, v [B, T, K, hd]) and its mask must be lower triangular
-    (causal: ``causal_segment_attention`` skips the scores above the diagonal); the others are cached context.
+    causal: the last segment holds the queries' own tokens (k, v [B, T, K, hd]) under a lower-triangular mask
+    (``causal_segment_attention`` skips the scores above the diagonal); the others are cached context. With
+    causal=False every segment is attended in full (queries that are a selection of the tokens).
     Each segment is attended separately (``segment_attention``) and the parts are merged by log-sum-exp
     (``merge_segments``), which equals one softmax over the concatenated scores up to float rounding. A segment
     with batch 1 is shared by every row (e.g. a cached prompt prefix) and is never copied.
@@ -217,51 +218,87 @@ def attention(q: jax.Array, segments: Sequence[Segment]) -> jax.Array:
     B, T, H, hd = q.shape
     K = segments[0][0].shape[2]
     qg = (q * (hd ** -0.5)).reshape(B, T, K, H // K, hd)
-    *ctx, (k, v, mask) = segments
-    out = merge_segments([segment_attention(qg, *seg) for seg in ctx] + [causal_segment_attention(qg, k, v, mask)])
+    *ctx, last = segments
+    parts = [segment_attention(qg, *seg) for seg in ctx]
+    out = merge_segments(parts + [(causal_segment_attention if causal else segment_attention)(qg, *last)])
     return out.reshape(B, T, H, hd).astype(q.dtype)
+
+
+def project_qkv(cfg: Config, p: dict, x: jax.Array, cos, sin):
+    """Attention input of a layer: RMSNorm, q/k/v projection and RoPE of x [B, T, D] ->
+    q [B, T, H, hd] (before RoPE), k (rotated) and v [B, T, K, hd]."""
+    B, T, _ = x.shape
+    H, K, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    qkv = rms_norm(x, p["attn_norm"], cfg.norm_eps) @ p["wqkv"]
+    if cfg.qkv_bias:
+        qkv = qkv + p["bqkv"]
+    q, k, v = jnp.split(qkv, [H * hd, (H + K) * hd], axis=-1)
+    k = apply_rope(k.reshape(B, T, K, hd), cos, sin, cfg.rope_interleaved)
+    return q.reshape(B, T, H, hd), k, v.reshape(B, T, K, hd)
+
+
+def attend_and_mlp(cfg: Config, p: dict, x: jax.Array, q: jax.Array, cos, sin, segments: Sequence[Segment],
+                   causal: bool = True) -> jax.Array:
+    """The rest of a layer for x [B, Q, D] with its queries q [B, Q, H, hd] (before RoPE, rotated here with
+    cos/sin [B, Q, 1, hd]): attention over ``segments`` (see ``attention``), output projection, SwiGLU MLP, both
+    residual. Returns x [B, Q, D]."""
+    B, Q, _ = x.shape
+    q = apply_rope(q, cos, sin, cfg.rope_interleaved)
+    x = x + attention(q, segments, causal).reshape(B, Q, q.shape[2] * q.shape[3]) @ p["wo"]
+    g, u = jnp.split(rms_norm(x, p["mlp_norm"], cfg.norm_eps) @ p["w13"], 2, axis=-1)
+    return x + (jax.nn.silu(g) * u) @ p["w2"]
 
 
 def block(cfg: Config, p: dict, x: jax.Array, cos, sin, ctx: Sequence[Segment], self_mask: jax.Array):
     """One pre-norm decoder layer. x [B, T, D] -> (x [B, T, D], (k, v) [B, T, K, hd] of these tokens)."""
-    B, T, _ = x.shape
-    H, K, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-    h = rms_norm(x, p["attn_norm"], cfg.norm_eps)
-    qkv = h @ p["wqkv"]
-    if cfg.qkv_bias:
-        qkv = qkv + p["bqkv"]
-    q, k, v = jnp.split(qkv, [H * hd, (H + K) * hd], axis=-1)
-    q = apply_rope(q.reshape(B, T, H, hd), cos, sin, cfg.rope_interleaved)
-    k = apply_rope(k.reshape(B, T, K, hd), cos, sin, cfg.rope_interleaved)
-    v = v.reshape(B, T, K, hd)
-    a = attention(q, list(ctx) + [(k, v, self_mask)])
-    x = x + a.reshape(B, T, H * hd) @ p["wo"]
-    h = rms_norm(x, p["mlp_norm"], cfg.norm_eps)
-    g, u = jnp.split(h @ p["w13"], 2, axis=-1)
-    x = x + (jax.nn.silu(g) * u) @ p["w2"]
-    return x, (k, v)
+    q, k, v = project_qkv(cfg, p, x, cos, sin)
+    return attend_and_mlp(cfg, p, x, q, cos, sin, list(ctx) + [(k, v, self_mask)]), (k, v)
+
+
+def take_rows(x: jax.Array, idx: jax.Array) -> jax.Array:
+    """x [B|1, T, ...] at positions idx int [B, Q] of each row -> [B, Q, ...] (a batch-1 x is shared by the rows)."""
+    x = jnp.broadcast_to(x, (idx.shape[0], *x.shape[1:]))
+    return jnp.take_along_axis(x, idx.reshape(*idx.shape, *[1] * (x.ndim - 2)), axis=1)
 
 
 def forward(cfg: Config, params: dict, tokens: jax.Array, positions: jax.Array, self_mask: jax.Array,
-            ctx: Sequence[tuple] = ()):
+            ctx: Sequence[tuple] = (), out: jax.Array | None = None):
     """Run all layers.
 
     tokens, positions: int [B, T]; self_mask: bool [B, T, T] (which of these tokens each token sees; lower
     triangular: a token never sees a later one);
-    ctx: cached segments (k [L, Bs, S, K, hd], v [L, Bs, S, K, hd], mask broadcastable to [B, T, S]).
-    Returns (hidden [B, T, D] before the final norm, (k, v) [L, B, T, K, hd] of these tokens).
+    ctx: cached segments (k [L, Bs, S, K, hd], v [L, Bs, S, K, hd], mask broadcastable to [B, T, S]);
+    out: optional int [B, Q], the positions whose hidden states are wanted (Q may be 0: the key/value cache
+    only). The last layer then computes its keys and values at every token but its attention output and MLP only
+    at these positions (one layer in L saved where a single position is read).
+    Returns (hidden [B, T, D] (or [B, Q, D] at ``out``) before the final norm, (k, v) [L, B, T, K, hd] of these
+    tokens).
     """
     dtype = params["embed"].dtype
     x = jnp.take(params["embed"], tokens, axis=0).astype(dtype)
     cos, sin = rope_tables(positions, cfg.head_dim, cfg.rope_base, cfg.rope_interleaved)
     masks = [c[2] for c in ctx]
+    B, T = tokens.shape
 
     def step(x, layer):
-        p, kvs = layer
+        p, kvs, i = layer
         segs = [(k, v, m) for (k, v), m in zip(kvs, masks)]
-        return block(cfg, p, x, cos, sin, segs, self_mask)
+        q, k, v = project_qkv(cfg, p, x, cos, sin)
+        every = lambda x: attend_and_mlp(cfg, p, x, q, cos, sin, segs + [(k, v, self_mask)])
+        if out is None:
+            return every(x), (k, v)
 
-    return jax.lax.scan(step, x, (params["layers"], [(c[0], c[1]) for c in ctx]))
+        def selected(x):                       # the last layer: queries, attention output and MLP at ``out`` only
+            at = lambda m: take_rows(m, out) if m.shape[1] == T else m
+            segs_q = [(k_, v_, at(m)) for k_, v_, m in segs] + [(k, v, at(self_mask))]
+            y = attend_and_mlp(cfg, p, take_rows(x, out), take_rows(q, out), take_rows(cos, out),
+                               take_rows(sin, out), segs_q, causal=False)
+            return x.at[jnp.arange(B)[:, None], out].set(y)
+
+        return jax.lax.cond(i == cfg.n_layers - 1, selected, every, x), (k, v)
+
+    x, kv = jax.lax.scan(step, x, (params["layers"], [(c[0], c[1]) for c in ctx], jnp.arange(cfg.n_layers)))
+    return (x if out is None else take_rows(x, out)), kv
 
 
 def logprobs(cfg: Config, params: dict, h: jax.Array) -> jax.Array:

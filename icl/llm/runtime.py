@@ -107,7 +107,8 @@ def stage(**jit_kw):
 def _prefill_prefix(cfg, params, tokens, length):
     """tokens int [1, P] (right padded to ``length``) -> cache (k, v) [L, 1, P, K, hd]."""
     P = tokens.shape[1]
-    _, kv = M.forward(cfg, params, tokens, jnp.arange(P)[None], M.causal_mask(length[None], P))
+    _, kv = M.forward(cfg, params, tokens, jnp.arange(P)[None], M.causal_mask(length[None], P),
+                      out=jnp.zeros((1, 0), jnp.int32))
     return kv
 
 
@@ -127,8 +128,8 @@ def _score_suffix(cfg, params, tokens, lengths, first_ids, prefix):
     B, T = tokens.shape
     ctx, plen = _prefix_segments(prefix)
     pos = plen + jnp.broadcast_to(jnp.arange(T), (B, T))
-    h, kv = M.forward(cfg, params, tokens, pos, M.causal_mask(lengths, T), ctx)
-    lp = M.logprobs(cfg, params, h[jnp.arange(B), lengths - 1])                      # [B, V]
+    h, kv = M.forward(cfg, params, tokens, pos, M.causal_mask(lengths, T), ctx, out=(lengths - 1)[:, None])
+    lp = M.logprobs(cfg, params, h[:, 0])                                               # [B, V]
     return jnp.take_along_axis(lp, first_ids, axis=1), kv
 
 
@@ -142,8 +143,9 @@ def _score_rest(cfg, params, cand, cand_len, prefix, suffix_kv, suffix_len):
     cj, tj = j // Tc, j % Tc
     mask = ((cj[:, None] == cj[None, :]) & (tj[:, None] >= tj[None, :]))[None]           # [1, CTc, CTc]
     pos = (plen + suffix_len)[:, None] + tj[None, :]
-    h, _ = M.forward(cfg, params, cand.reshape(B, C * Tc), pos, mask, ctx)
-    lp = M.logprobs(cfg, params, h.reshape(B, C, Tc, -1)[:, :, :-1])                    # [B, C, Tc-1, V]
+    at = np.arange(C * Tc).reshape(C, Tc)[:, :-1].ravel()              # the positions that predict tokens 2..
+    h, _ = M.forward(cfg, params, cand.reshape(B, C * Tc), pos, mask, ctx, out=jnp.broadcast_to(at, (B, at.size)))
+    lp = M.logprobs(cfg, params, h.reshape(B, C, Tc - 1, -1))                           # [B, C, Tc-1, V]
     tok_lp = jnp.take_along_axis(lp, cand[:, :, 1:, None], axis=-1)[..., 0]
     valid = jnp.arange(1, Tc)[None, None, :] < cand_len[..., None]
     return jnp.sum(jnp.where(valid, tok_lp, 0.0), axis=-1)
@@ -162,10 +164,10 @@ def _gen_prefill(cfg, params, tokens, valid, size, key, temperature, greedy):
     pos = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0)
     i = jnp.arange(T0)
     mask = (i[None, :, None] >= i[None, None, :]) & valid[:, None, :]
-    h, (k, v) = M.forward(cfg, params, tokens, pos, mask)
+    h, (k, v) = M.forward(cfg, params, tokens, pos, mask, out=jnp.full((B, 1), T0 - 1))
     pad = [(0, 0), (0, 0), (0, size - T0), (0, 0), (0, 0)]
     cache = (jnp.pad(k, pad), jnp.pad(v, pad))
-    return _sample(M.logprobs(cfg, params, h[:, -1]), key, temperature, greedy), cache
+    return _sample(M.logprobs(cfg, params, h[:, 0]), key, temperature, greedy), cache
 
 
 @stage(static_argnums=(0, 9), donate_argnums=(2,))
