@@ -3,10 +3,12 @@
 Measures (float32):
 * matmul_gflops: best rate of a large square f32 matmul through JAX, compiled with the runtime's XLA options
   (``icl.llm.runtime.compiler_options``: the same GEMM as the model's; the machine's practical ceiling);
-* prefill_tokens_per_s: a jitted forward over [batch, T] prompt tokens (head at the last position only);
+* prefill_tokens_per_s: a jitted forward over [batch, T] prompt tokens (keys/values at every token; the last
+  layer's attention output and MLP, and the head, at the last position only);
 * mfu = prefill_tokens_per_s * 2 * n_params / (matmul_gflops * 1e9);
 * decisions_per_s: ``LanguageModel.score`` decisions (one prompt scored against 3 candidates) per second for
-  batches of 1, 8 and 32 prompts of ~400 tokens sharing a ~300-token prefix, with prefix reuse and without;
+  batches of 1, 8 and 32 prompts of ~400 tokens sharing a ~300-token prefix, with prefix reuse and without (the
+  two timed alternately; a single prompt has nothing to share, so its two figures differ by noise only);
 * torch_ratio: our decisions/s without prefix reuse / transformers-PyTorch's on the same batch of 8 prompts (like
   for like: both run every prompt token), timed alternately in the same process so machine noise hits both;
   torch_ratio_prefix_reuse: the same with our prefix reuse on (how the ICL policy runs). Null when torch and
@@ -159,8 +161,9 @@ def main(argv=None):
     n_suffix = n_prompt - 300
     for b in batches:
         prompts = prompts_all[:b]
-        dps[b] = b / best_time(lambda: lm.score(prompts, CANDIDATES), reps)
-        dps_np[b] = b / best_time(lambda: lm.score(prompts, CANDIDATES, prefix_reuse=False), reps)
+        t_p, t_np = best_times_alternating([lambda: lm.score(prompts, CANDIDATES),
+                                            lambda: lm.score(prompts, CANDIDATES, prefix_reuse=False)], reps)
+        dps[b], dps_np[b] = b / t_p, b / t_np
         ratios[b] = dps[b] / dps_np[b]
         print(f"batch {b:3d}: {dps[b]:7.2f} decisions/s with prefix reuse, {dps_np[b]:7.2f} without "
               f"(x{ratios[b]:.2f}; prompt/suffix tokens = {n_prompt:.0f}/{n_suffix:.0f} = {n_prompt / n_suffix:.2f})")
