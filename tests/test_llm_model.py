@@ -135,6 +135,9 @@ def test_score_validates_inputs(lm):
         lm.score(["a", "b"], [[" x"], [" x", " y"]])
     with pytest.raises(ValueError):
         lm.score([""], [" x"])
+    for bad in ({"max_tokens": 0}, {"max_batch": 0}, {"max_tokens": 2.5}, {"min_prefix": -1}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} = .*allowed an integer"):
+            lm.score(["a"], [" x"], **bad)
 
 
 def test_bfloat16_close_to_float32():

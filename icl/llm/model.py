@@ -176,7 +176,7 @@ def causal_segment_attention(qg: jax.Array, k: jax.Array, v: jax.Array, mask: ja
     mask (no token sees a later one; mask broadcastable to [B, T, T]).
 
     The T queries are cut into n = ceil(T / QUERY_BLOCK) near-equal blocks and block [a, b) reads keys [0, b)
-    only, which skips most of the score matrix's masked upper triangle: 75% of it is computed at n = 2 (a 416-token
+    only, which skips most of the score matrix's masked upper triangle: 75% of it is computed at n = 2 (a 400-token
     prompt), 62.5% at n = 4. Scores, maxima and sums are those of ``segment_attention`` exactly (the skipped
     scores had weight 0); the parts are concatenated along T."""
     T = qg.shape[1]

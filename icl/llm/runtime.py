@@ -91,16 +91,9 @@ def compiler_options() -> tuple:
 def stage(**jit_kw):
     """Decorator: ``jax.jit(fn, **jit_kw)`` with ``compiler_options()``, built at the first call (when JAX runs)."""
     def wrap(fn):
-        jitted = []
-
-        @functools.wraps(fn)
-        def call(*args):
-            if not jitted:
-                jitted.append(jax.jit(fn, compiler_options=dict(compiler_options()) or None, **jit_kw))
-            return jitted[0](*args)
-        return call
+        jitted = functools.cache(lambda: jax.jit(fn, compiler_options=dict(compiler_options()) or None, **jit_kw))
+        return functools.wraps(fn)(lambda *args: jitted()(*args))
     return wrap
-
 
 
 @stage(static_argnums=0)
@@ -233,6 +226,11 @@ class LanguageModel:
         (32 prompts of 400 tokens without prefix reuse: 1.97 decisions/s in forwards of 8 rows, 1.63 in one of 32,
         whose activations and attention scores outgrow the caches) and 16384 elsewhere.
         """
+        for name, value, smallest in (("max_batch", max_batch, 1), ("max_tokens", max_tokens, 1),
+                                      ("min_prefix", min_prefix, 0)):
+            if value is not None and (not isinstance(value, (int, np.integer)) or value < smallest):
+                raise ValueError(f"{name} = {value!r}: allowed an integer >= {smallest}"
+                                 + (" or None" if name == "max_tokens" else ""))
         prompts = list(prompts)
         n = len(prompts)
         if n == 0:
