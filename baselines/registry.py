@@ -2,7 +2,7 @@
 
 Names: ``random``, ``greedy``, ``oracle``, ``<action>_only`` for every action of the config
 (``edge_only``, ``cloud_small_only``, ``cloud_large_only`` by default), ``ppo`` (needs a
-checkpoint), and the host policies ``icl`` and ``knn`` (``icl.policy``), which are returned as
+checkpoint), and the host policies ``icl``, ``knn`` and ``knn_value`` (``icl.policy``), which are returned as
 objects with ``decide``/``observe`` and run by ``icl.runner.rollout_host``.
 ``policy_params`` None means the policy receives the environment params.
 """
@@ -17,14 +17,14 @@ from . import heuristics, oracle
 
 
 def policy_names(cfg: SimConfig) -> list[str]:
-    return ["random", *[f"{a}_only" for a in cfg.action_names], "greedy", "oracle", "ppo", "icl", "knn"]
+    return ["random", *[f"{a}_only" for a in cfg.action_names], "greedy", "oracle", "ppo", "icl", "knn", "knn_value"]
 
 
 def default_policies(cfg: SimConfig) -> list[str]:
     return ["random", *[f"{a}_only" for a in cfg.action_names], "greedy", "oracle"]
 
 
-HOST_POLICIES = ("icl", "knn")
+HOST_POLICIES = ("icl", "knn", "knn_value")
 
 
 def make_policy(name: str, cfg: SimConfig, checkpoint: str | None = None, icl_cfg=None) -> tuple[Callable, Any]:

@@ -1,17 +1,20 @@
-"""The in-context-learning offloading policy and its no-LLM control.
+"""The in-context-learning offloading policy and its no-LLM controls.
 
-Both are *host* policies: each slot, the tasks of every episode in flight are decided in one
-batch on the host (for ICL: one batched LLM ``score`` call per group of prompts that share
-their demonstrations, so the shared description, and the demonstrations where they are
-shared, are a reused prefix), then every outcome goes back into the experience pool. No
-gradient step touches the LLM.
+All are *host* policies: each slot, the tasks of every episode in flight are decided in one
+batch on the host, then every outcome goes back into the experience pool. No gradient step
+touches the LLM.
 
-``ICLPolicy``  scores each action's name as the answer to the prompt (log-likelihood) and
-               takes the highest.
-``KNNPolicy``  the control: same pool, same selection, and the action with the best mean
-               reward among the selected records (untried actions count as unknown and lose
-               to any tried action with a positive mean; an empty selection explores).
-Both explore: with probability epsilon (x decay^episode) a task gets a uniformly random action.
+``ICLPolicy``  ``decide = value`` (default): for each action, the model grades the outcome (a digit 0-9,
+               ``prompt.ValuePrompts``) after a prompt of every action's nearest records with their
+               grades; the action with the best expected grade wins. ``decide = action`` (the paper's
+               form): the log-likelihood of each action's name as the answer; ``generate``: free text,
+               parsed for an action name.
+``KNNPolicy``  the control: same pool, same selection, and the action with the best mean reward among
+               the selected records (untried actions count as unknown and lose to any tried action with
+               a positive mean; an empty selection explores).
+``KNNValuePolicy``  the value form's no-LLM twin: the same per-action records, and the action whose records
+               have the best mean grade.
+All explore: with probability epsilon (x decay^episode) a task gets a uniformly random action.
 """
 
 from __future__ import annotations
@@ -25,52 +28,70 @@ import numpy as np
 from jaxsim.config import SimConfig
 
 from .pool import STRATEGIES, ExperiencePool
-from .prompt import BASE_FEATURES, PromptBuilder
+from .prompt import BASE_FEATURES, N_GRADES, PromptBuilder, ValuePrompts, grade_reward, reward_grade
+
+
+DECIDE = ("value", "action", "generate")
+VALUE_RULES = ("expected", "contrast")
 
 
 @dataclass(frozen=True)
 class ICLConfig:
     model: str = "smollm2-135m"        # registered name, .gguf path or checkpoint folder
-    shots: int = 8                     # demonstrations per prompt
+    shots: int = 9                     # demonstrations per prompt (value: shots // actions of each action)
     select: str = "nearest"            # random | recent | nearest | ranked | state
     epsilon: float = 0.1               # exploration probability
     epsilon_decay: float = 1.0         # epsilon x decay^episode
     tau: float = 0.25                  # ranked: score = reward - tau x distance
     pool_size: int = 4096              # records kept (oldest dropped)
     type_penalty: float = 2.0          # distance added between different task types
-    max_prompt_tokens: int = 2048      # prompt budget; demonstrations are dropped to fit
-    decide: str = "score"              # score: log-likelihood of each action name; generate: free text, parsed
-    calibrate: bool = False            # score: subtract each answer's log-likelihood for a content-free prompt
+    max_prompt_tokens: int = 2048      # action/generate prompt budget; demonstrations are dropped to fit
+    decide: str = "value"              # value: grade each action's outcome; action: log-likelihood of each
+                                       # action name; generate: free text, parsed
+    describe: bool = False             # value: the action-form description before the header (a cached prefix)
+    value_rule: str = "expected"       # value: expected grade; contrast: the grades' log-probabilities minus
+                                       # their mean over actions first (removes any per-grade prior exactly)
+    calibrate: bool = False            # action: subtract each answer's log-likelihood for a content-free prompt
     max_new_tokens: int = 8            # generate: answer length limit
+    max_rows: int = 16                 # value: prompts per forward pass
     dtype: str = "float32"
     seed: int = 0
 
     def validate(self) -> "ICLConfig":
         def bad(field, value, allowed):
             raise ValueError(f"icl.{field} = {value!r} is out of range: allowed {allowed}")
-        if self.select not in STRATEGIES:
-            raise ValueError(f"icl.select = {self.select!r}: unknown; allowed: {', '.join(STRATEGIES)}")
+
+        def choice(field, allowed):
+            if getattr(self, field) not in allowed:
+                raise ValueError(f"icl.{field} = {getattr(self, field)!r}: unknown; allowed: {', '.join(allowed)}")
+        choice("select", STRATEGIES)
+        choice("decide", DECIDE)
+        choice("value_rule", VALUE_RULES)
+        choice("dtype", ("float32", "bfloat16"))
         if not isinstance(self.shots, int) or self.shots < 0 or self.shots > 256:
             bad("shots", self.shots, "[0, 256]")
         if not 0.0 <= self.epsilon <= 1.0:
             bad("epsilon", self.epsilon, "[0, 1]")
         if not 0.0 < self.epsilon_decay <= 1.0:
             bad("epsilon_decay", self.epsilon_decay, "(0, 1]")
-        if self.tau < 0:
+        if not self.tau >= 0:
             bad("tau", self.tau, "[0, inf)")
         if self.pool_size < 1:
             bad("pool_size", self.pool_size, "[1, inf)")
-        if self.type_penalty < 0:
+        if not self.type_penalty >= 0:
             bad("type_penalty", self.type_penalty, "[0, inf)")
         if self.max_prompt_tokens < 16:
             bad("max_prompt_tokens", self.max_prompt_tokens, "[16, inf)")
-        if self.decide not in ("score", "generate"):
-            raise ValueError(f"icl.decide = {self.decide!r}: unknown; allowed: score, generate")
         if not 1 <= self.max_new_tokens <= 256:
             bad("max_new_tokens", self.max_new_tokens, "[1, 256]")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"icl.dtype = {self.dtype!r}: unknown; allowed: float32, bfloat16")
+        if not isinstance(self.max_rows, int) or not 1 <= self.max_rows <= 256:
+            bad("max_rows", self.max_rows, "[1, 256]")
         return self
+
+    @property
+    def per_action(self) -> bool:
+        """Demonstrations selected per action (the value form and its kNN twin)."""
+        return self.decide == "value"
 
 
 class DemoPolicy:
@@ -88,7 +109,16 @@ class DemoPolicy:
     def epsilon(self, episode: int) -> float:
         return self.cfg.epsilon * self.cfg.epsilon_decay ** episode
 
-    def choose(self, feats: np.ndarray, types: np.ndarray, demos: list[np.ndarray], fallback: np.ndarray) -> np.ndarray:
+    per_action = False      # demonstrations per action ([Q][A] index arrays) rather than per task ([Q])
+
+    def select(self, feats: np.ndarray, types: np.ndarray) -> list:
+        c = self.cfg
+        if self.per_action:
+            return self.pool.select_per_action(c.select, c.shots // self.n_actions, feats, types, self.n_actions,
+                                               len(BASE_FEATURES), self.rng, c.tau)
+        return self.pool.select(c.select, c.shots, feats, types, self.rng, c.tau)
+
+    def choose(self, feats: np.ndarray, types: np.ndarray, demos: list, fallback: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def decide(self, feats: np.ndarray, types: np.ndarray, mask: np.ndarray, episodes: np.ndarray,
@@ -106,7 +136,7 @@ class DemoPolicy:
         b_i, u_i = np.nonzero(ask)
         if len(b_i):
             f, t = feats[b_i, u_i], types[b_i, u_i]
-            demos = self.pool.select(self.cfg.select, self.cfg.shots, f, t, self.rng, self.cfg.tau)
+            demos = self.select(f, t)
             fb = actions[b_i, u_i] if fallback is None else np.asarray(fallback)[b_i, u_i]
             actions[b_i, u_i] = self.choose(f, t, demos, fb)
         self.stats["decisions"] += int(mask.sum())
@@ -156,6 +186,48 @@ class KNNPolicy(DemoPolicy):
         return out
 
 
+class KNNValuePolicy(DemoPolicy):
+    """The value form's no-LLM twin: each action's nearest records (the same as the value prompt's) and the
+    action whose records have the best mean outcome grade; an action without records counts as unknown
+    (grade 5, reward about 0, at best), as in the kNN vote."""
+
+    name = "knn_value"
+    per_action = True
+
+    def choose(self, feats, types, demos, fallback):
+        return np.array([self.best(value_from_records(self.pool, d)) for d in demos], np.int32)
+
+    def best(self, values: np.ndarray) -> int:
+        top = np.flatnonzero(values == values.max())
+        return int(top[self.rng.integers(len(top))] if len(top) > 1 else top[0])
+
+
+def value_from_records(pool: ExperiencePool, per_action: list[np.ndarray]) -> np.ndarray:
+    """Mean grade-midpoint reward of each action's records [A]; an action without records gets min(grade 5's
+    reward, the best known)."""
+    vals = np.array([grade_reward(reward_grade(pool.reward[d])).mean() if len(d) else np.nan for d in per_action])
+    known = vals[np.isfinite(vals)]
+    unknown = min(float(grade_reward(5)), known.max()) if len(known) else 0.0
+    return np.where(np.isfinite(vals), vals, unknown)
+
+
+def value_estimates(lp: np.ndarray, rule: str = "expected") -> np.ndarray:
+    """Expected outcome (reward units) of each action from the grade log-probabilities lp [..., A, G].
+
+    expected: the grade distribution renormalised over the G grade tokens (so anything outside the grades,
+    and any constant added to every grade's logit, cancels), mapped to rewards by ``grade_reward``.
+    contrast: each grade's log-probability minus its mean over the actions first, which cancels any per-grade
+    prior b_g shared by the actions exactly (only the differences between the actions' answers remain)."""
+    if rule not in VALUE_RULES:
+        raise ValueError(f"icl.value_rule = {rule!r}: unknown; allowed: {', '.join(VALUE_RULES)}")
+    lp = np.asarray(lp, np.float64)
+    if rule == "contrast":
+        lp = lp - lp.mean(axis=-2, keepdims=True)
+    z = lp - lp.max(axis=-1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True)
+    return p @ grade_reward(np.arange(lp.shape[-1]))
+
+
 class ICLPolicy(DemoPolicy):
     """An LLM picks the action from a prompt of description, demonstrations and the current task."""
 
@@ -167,6 +239,15 @@ class ICLPolicy(DemoPolicy):
             from .llm import LanguageModel
             lm = LanguageModel.load(cfg.model, dtype=cfg.dtype)
         self.lm = lm
+        self.per_action = cfg.per_action
+        self.stats.update({"prompt_tokens": 0, "llm_calls": 0, "llm_s": 0.0})
+        if cfg.decide == "value":
+            self.values = ValuePrompts(sim_cfg, cfg.describe)
+            self.grade_ids = [lm.encode(str(g), special=False)[0] for g in range(N_GRADES)]
+            if any(len(lm.encode(str(g), special=False)) != 1 for g in range(N_GRADES)):
+                raise ValueError(f"model {cfg.model!r}: the grades 0-9 must be single tokens for decide = value")
+            self.needs_fallback = False
+            return
         has_template = getattr(lm.tokenizer, "chat_template", None)
         wrap = (lambda s: lm.chat_prompt(s)) if has_template else (lambda s: s + "\nAnswer:")
         self.candidates = list(sim_cfg.action_names) if has_template else [" " + a for a in sim_cfg.action_names]
@@ -178,7 +259,6 @@ class ICLPolicy(DemoPolicy):
             cf = wrap(self.prompts.description + "Current task:\nN/A\nAnswer with one option: "
                       + ", ".join(sim_cfg.action_names) + ".")
             self.bias = lm.score([cf], self.candidates)[0]
-        self.stats.update({"prompt_tokens": 0, "llm_calls": 0, "llm_s": 0.0})
 
     def parse_answer(self, text: str) -> int | None:
         """The action named first in a free-text answer (longest names matched first), or None."""
@@ -190,7 +270,27 @@ class ICLPolicy(DemoPolicy):
                 hits.append((a, pos))
         return min(hits, key=lambda h: h[1])[0] if hits else None
 
+    def value_logprobs(self, feats, types, demos) -> np.ndarray:
+        """Grade log-probabilities [Q, A, G] of every action for every task (one ``branch_logprobs`` call)."""
+        pool, vp = self.pool, self.values
+        prompts = []
+        for f, t, per in zip(feats, types, demos):
+            lines = [vp.demo_line(pool.features[j], pool.task_type[j], pool.action[j], pool.reward[j])
+                     for d in per for j in d]
+            prompts.append(vp.prompt(lines, f, t))
+        branches = [[vp.branch(f, a) for a in range(self.n_actions)] for f in feats]
+        t0 = time.perf_counter()
+        lp = self.lm.branch_logprobs(prompts, branches, self.grade_ids, prefix=vp.prefix, max_rows=self.cfg.max_rows)
+        self.stats["llm_s"] += time.perf_counter() - t0
+        self.stats["llm_calls"] += 1
+        self.stats["prompt_tokens"] += sum(len(self.lm.encode(vp.prefix + p)) for p in prompts) + sum(
+            len(self.lm.encode(b, special=False)) for bs in branches for b in bs)
+        return lp
+
     def choose(self, feats, types, demos, fallback):
+        if self.cfg.decide == "value":
+            v = value_estimates(self.value_logprobs(feats, types, demos), self.cfg.value_rule)
+            return v.argmax(-1).astype(np.int32)
         pool = self.pool
         lines = [[self.prompts.demo_line(pool.features[j], pool.task_type[j], pool.action[j], pool.reward[j])
                   for j in d] for d in demos]
@@ -223,19 +323,23 @@ class ICLPolicy(DemoPolicy):
         return out
 
     def get_state(self) -> dict:
+        if self.cfg.decide == "value":
+            return super().get_state()
         return {**super().get_state(), "truncated": self.prompts.truncated, "dropped": self.prompts.dropped}
 
     def set_state(self, state: dict) -> None:
         super().set_state(state)
-        self.prompts.truncated, self.prompts.dropped = state["truncated"], state["dropped"]
+        if self.cfg.decide != "value":
+            self.prompts.truncated, self.prompts.dropped = state["truncated"], state["dropped"]
 
     def summary(self) -> dict:
         s = super().summary()
         asked = max(s["decisions"] - s["explored"], 1)
         s["mean_prompt_tokens"] = s["prompt_tokens"] / asked
-        s["truncated_prompts"] = self.prompts.truncated
-        s["truncated_share"] = self.prompts.truncated / asked
-        s["dropped_demos"] = self.prompts.dropped
+        truncated, dropped = (0, 0) if self.cfg.decide == "value" else (self.prompts.truncated, self.prompts.dropped)
+        s["truncated_prompts"] = truncated
+        s["truncated_share"] = truncated / asked
+        s["dropped_demos"] = dropped
         s["fallback_share"] = s["fallbacks"] / asked
         s["model"] = self.cfg.model
         s["n_params"] = int(getattr(self.lm, "n_params", 0))
@@ -247,7 +351,9 @@ def make_host_policy(name: str, sim_cfg: SimConfig, cfg: ICLConfig, lm=None) -> 
         return ICLPolicy(sim_cfg, cfg, lm=lm)
     if name == "knn":
         return KNNPolicy(sim_cfg, cfg)
-    raise ValueError(f"host policy {name!r}: unknown; allowed: icl, knn")
+    if name == "knn_value":
+        return KNNValuePolicy(sim_cfg, cfg)
+    raise ValueError(f"host policy {name!r}: unknown; allowed: icl, knn, knn_value")
 
 
 def with_overrides(cfg: ICLConfig, **kw) -> ICLConfig:

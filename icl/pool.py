@@ -57,24 +57,44 @@ class ExperiencePool:
     def _live(self) -> np.ndarray:
         return np.arange(len(self))
 
-    def distances(self, features: np.ndarray, task_type: np.ndarray) -> np.ndarray:
-        """Normalised distance from each query [Q, F] to each live record, [Q, N]."""
+    def distances(self, features: np.ndarray, task_type: np.ndarray, records: np.ndarray | None = None,
+                  columns: np.ndarray | None = None) -> np.ndarray:
+        """Normalised distance from each query [Q, F] to each live record (or to ``records``), [Q, N]; over the
+        feature ``columns`` only when given. Each feature is divided by its spread over the whole pool."""
         live = self._live()
         f = self.features[live]
         scale = f.std(0) + 1e-6 if len(live) > 1 else np.ones(f.shape[1], np.float32)
-        d = np.sqrt((((features[:, None, :] - f[None]) / scale) ** 2).sum(-1))
-        return d + self.type_penalty * (task_type[:, None] != self.task_type[live][None])
+        records = live if records is None else records
+        cols = slice(None) if columns is None else columns
+        diff = (features[:, None, cols] - self.features[records][None, :, cols]) / scale[cols]
+        d = np.sqrt((diff ** 2).sum(-1))
+        return d + self.type_penalty * (task_type[:, None] != self.task_type[records][None])
+
+    def select_per_action(self, strategy: str, k: int, features: np.ndarray, task_type: np.ndarray,
+                          n_actions: int, n_base: int, rng: np.random.Generator, tau: float = 0.25
+                          ) -> list[list[np.ndarray]]:
+        """For each query, for each action a: ``select`` among the records of action a only, with distances over
+        the base features and a's own load column (``n_base + a``: the other servers' loads do not change a's
+        outcome). Returns [Q][A] index arrays, most relevant last."""
+        per = []
+        for a in range(n_actions):
+            mine = self._live()[self.action[:len(self)] == a]
+            cols = np.r_[np.arange(n_base), n_base + a]
+            per.append(self.select(strategy, k, features, task_type, rng, tau, records=mine, columns=cols))
+        return [[per[a][i] for a in range(n_actions)] for i in range(len(task_type))]
 
     def select(self, strategy: str, k: int, features: np.ndarray, task_type: np.ndarray,
-               rng: np.random.Generator, tau: float = 0.25) -> list[np.ndarray]:
-        """Indices of the demonstrations for each query, in prompt order (most relevant last)."""
+               rng: np.random.Generator, tau: float = 0.25, records: np.ndarray | None = None,
+               columns: np.ndarray | None = None) -> list[np.ndarray]:
+        """Indices of the demonstrations for each query, in prompt order (most relevant last); among ``records``
+        (live indices) when given, with distances over the feature ``columns`` when given."""
         if strategy not in STRATEGIES:
             raise ValueError(f"selection strategy {strategy!r}: unknown; allowed: {', '.join(STRATEGIES)}")
-        q, n = len(task_type), len(self)
+        live = self._live() if records is None else np.asarray(records, np.int64)
+        q, n = len(task_type), len(live)
         if k <= 0 or n == 0:
             return [np.zeros(0, np.int64) for _ in range(q)]
         k = min(k, n)
-        live = self._live()
         if strategy == "random":
             pick = rng.choice(n, size=k, replace=False)
             one = live[pick[np.argsort(self.stamp[live[pick]])]]
@@ -96,7 +116,7 @@ class ExperiencePool:
                     lo, hi = k // 2, k - k // 2
                     out.append(np.concatenate([order[:lo], order[-hi:]]))
             return out
-        d = self.distances(features, task_type)                                  # [Q, N]
+        d = self.distances(features, task_type, live, columns)                   # [Q, N]
         score = -d if strategy == "nearest" else self.reward[live][None] - tau * d
         top = np.argpartition(-score, k - 1, axis=1)[:, :k]
         out = []

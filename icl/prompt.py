@@ -108,3 +108,68 @@ class PromptBuilder:
             self.dropped += n0 - len(demos)
             self.truncated += 1
         return text
+
+
+# ------------------------------------------------------------------------------------------------ value form
+N_GRADES = 10     # outcome grades 0..9, each a single digit token
+
+
+def reward_grade(reward) -> np.ndarray:
+    """Outcome grade 0..9 of a reward: floor((reward + 1) x 5), clipped (reward -1 -> 0, 0 -> 5, 0.8 -> 9)."""
+    return np.clip(np.floor((np.asarray(reward, np.float64) + 1.0) * 5.0), 0, N_GRADES - 1).astype(np.int32)
+
+
+def grade_reward(grade) -> np.ndarray:
+    """The reward at the middle of a grade's interval (the inverse of ``reward_grade`` up to its rounding)."""
+    return (np.asarray(grade, np.float64) + 0.5) / 5.0 - 1.0
+
+
+def short_names(names) -> list[str]:
+    """Each name's last ``_`` part where those are unique (cloud_small -> small: one token, not three), else the
+    names themselves."""
+    short = [n.rsplit("_", 1)[-1] for n in names]
+    return short if len(set(short)) == len(short) else list(names)
+
+
+class ValuePrompts:
+    """Prompts of the *value* formulation: the model grades the outcome of each action for the current task.
+
+    One prompt per task: the nearest records of every action, grouped by action, each line ending in its
+    outcome grade, then the current task's own fields; each action is one short *branch* after that prompt
+    (its server's load, the action's name and the colon), and the digit after a branch is scored. The outcome
+    words (the ten digits) are the same for every action, so their prior is common to all branches.
+
+        Outcome grade 0-9 (9 best) of past generation tasks: type, ... (small = cloud_small, large = cloud_large):
+        code in3 out5 s14 n11 load5 edge:2
+        code in3 out5 s12 n10 load180 small:7
+        code in3 out5 s13 n12              + branch " load178 small:"  -> next digit
+
+    A line shows what the outcome depends on: task type, prompt and output tokens in hundreds, SINR in dB,
+    tasks this slot, and the load (sequences running) of the chosen action's server only; budget and minimum
+    quality are fixed by the task type and not repeated; actions go by their shortest unique names
+    (``short_names``). Every digit is a token in SmolLM2's and Qwen2.5's vocabularies, so a line is ~16 tokens. ``describe`` puts the action-form description
+    (``PromptBuilder.description``) before the header; either way that fixed prefix is computed once.
+    """
+
+    def __init__(self, cfg: SimConfig, describe: bool = False):
+        self.cfg, self.types = cfg, cfg.type_names
+        self.actions = short_names(cfg.action_names)
+        self.n_base = len(BASE_FEATURES)
+        head = ("Outcome grade 0-9 (9 best) of past generation tasks: type, prompt and output tokens in hundreds, "
+                "SINR dB, tasks this slot, load of the server, where it was served (" + ", ".join(
+                    f"{a} = {b}" for a, b in zip(self.actions, cfg.action_names) if a != b) + "):\n")
+        self.prefix = (PromptBuilder(cfg, lambda s: 0).description + head) if describe else head
+
+    def task_fields(self, feat, task_type) -> str:
+        p, o, _, _, s, n = feat[:self.n_base]
+        return f"{self.types[int(task_type)]} in{p / 100:.0f} out{o / 100:.0f} s{s:.0f} n{n:.0f}"
+
+    def branch(self, feat, action: int) -> str:
+        return f" load{feat[self.n_base + int(action)]:.0f} {self.actions[int(action)]}:"
+
+    def demo_line(self, feat, task_type, action, reward) -> str:
+        return f"{self.task_fields(feat, task_type)}{self.branch(feat, action)}{int(reward_grade(reward))}\n"
+
+    def prompt(self, demo_lines: list[str], feat, task_type) -> str:
+        """Demonstrations then the current task's fields (the prefix is not included)."""
+        return "".join(demo_lines) + self.task_fields(feat, task_type)

@@ -47,6 +47,13 @@ def _step(keys, state, actions, params: EnvParams):
     return jax.vmap(one)(keys, state, actions)
 
 
+def auto_batch_episodes(n_users: int, p_task: float, rows: int, n_episodes: int) -> int:
+    """Episodes in flight so that a slot's call carries about two full forwards of ``rows`` prompts (the
+    expected tasks of a slot are n_users x p_task per episode); between 1 and n_episodes."""
+    per_episode = max(n_users * p_task, 1e-9)
+    return int(min(max(n_episodes, 1), max(1, round(2 * rows / per_episode))))
+
+
 def rollout_host(key, params: EnvParams, policy, n_episodes: int, batch_episodes: int = 4,
                  progress: Callable[[int], None] | None = None, log: Callable[[dict], None] | None = None,
                  first_episode: int = 0, on_wave: Callable[[dict, np.ndarray], None] | None = None):

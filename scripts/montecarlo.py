@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 from baselines.registry import HOST_POLICIES, default_policies, make_policy, policy_names
 from jaxsim import distributed
+from jaxsim.compilation import compile_counts, use_persistent_cache
 from jaxsim.config import ConfigError, SimConfig, atomic_write_bytes, config_to_dict, load_config, save_config
 from jaxsim.metrics import EpisodeStats, episode_stats, episode_table, summarise_stats
 from jaxsim.params import make_params
@@ -161,6 +162,7 @@ def run_host_policy(key, params, policy, args, pdir: str, bar, resume: bool) -> 
     state_path = os.path.join(part, "state.json")
     log: list[dict] = []
     done, acc = 0, None
+    c0 = compile_counts()
     if resume and os.path.exists(state_path):
         with open(state_path) as f:
             st = json.load(f)
@@ -189,7 +191,8 @@ def run_host_policy(key, params, policy, args, pdir: str, bar, resume: bool) -> 
     cols = list(log[0])
     atomic_write_bytes(os.path.join(pdir, "learning.csv"), _csv_bytes(cols, ([r.get(c) for c in cols] for r in log)))
     policy.pool.save(os.path.join(pdir, "pool"))
-    return acc, {"icl": dataclasses.asdict(policy.cfg), "host": policy.summary()}
+    return acc, {"icl": dataclasses.asdict(policy.cfg), "host": {**policy.summary(), **{
+        f"run_{k}": v - c0.get(k, 0) for k, v in compile_counts().items()}}}
 
 
 def parse_args(argv=None):
@@ -208,19 +211,25 @@ def parse_args(argv=None):
     g = ap.add_argument_group("icl / knn (host policies)")
     g.add_argument("--policy", dest="policies", help="alias of --policies")
     g.add_argument("--model", help="deciding LLM: registered name, .gguf path or checkpoint folder (smollm2-135m)")
-    g.add_argument("--shots", type=int, help="demonstrations per prompt (8)")
+    g.add_argument("--shots", type=int, help="demonstrations per prompt; value: shots // actions per action (9)")
     g.add_argument("--select", help="demonstration selection: random, recent, nearest, ranked, state (nearest)")
     g.add_argument("--epsilon", type=float, help="exploration probability (0.1)")
     g.add_argument("--epsilon-decay", type=float, help="epsilon x decay^episode (1.0)")
     g.add_argument("--tau", type=float, help="ranked selection: reward - tau x distance (0.25)")
     g.add_argument("--pool-size", type=int, help="experience records kept (4096)")
     g.add_argument("--max-prompt-tokens", type=int, help="prompt budget in tokens (2048)")
-    g.add_argument("--decide", help="score (log-likelihood of each action name) or generate (free text; "
-                   "an answer naming no action falls back to greedy and is counted) (score)")
+    g.add_argument("--decide", help="value (grade each action's outcome 0-9 after per-action demonstrations; the "
+                   "best expected grade wins), action (log-likelihood of each action name) or generate (free text; "
+                   "an answer naming no action falls back to greedy and is counted) (value)")
+    g.add_argument("--describe", action="store_true", default=None,
+                   help="value: put the task description before the demonstrations (a cached prefix)")
+    g.add_argument("--value-rule", help="value: expected (expected grade) or contrast (grade log-probabilities "
+                   "minus their mean over actions first) (expected)")
     g.add_argument("--calibrate", action="store_true", default=None,
-                   help="subtract each answer's log-likelihood for a content-free prompt (answer-prior bias)")
+                   help="action: subtract each answer's log-likelihood for a content-free prompt (answer-prior bias)")
     g.add_argument("--pool", help="start from this saved experience pool (orbax directory)")
-    g.add_argument("--batch-episodes", type=int, default=4, help="episodes decided together per wave (4)")
+    g.add_argument("--batch-episodes", default="auto", help="episodes decided together per wave, or auto: about "
+                   "two full forwards of prompts per slot (icl.runner.auto_batch_episodes) (auto)")
     distributed.add_cluster_args(ap)
     return ap.parse_args(argv)
 
@@ -230,7 +239,7 @@ def icl_config(args):
     return with_overrides(ICLConfig(seed=args.seed), model=args.model, shots=args.shots, select=args.select,
                           epsilon=args.epsilon, epsilon_decay=args.epsilon_decay, tau=args.tau,
                           pool_size=args.pool_size, max_prompt_tokens=args.max_prompt_tokens, decide=args.decide,
-                          calibrate=args.calibrate)
+                          describe=args.describe, value_rule=args.value_rule, calibrate=args.calibrate)
 
 
 def main(argv=None) -> int:
@@ -251,9 +260,14 @@ def main(argv=None) -> int:
         bad = [n for n in names if n not in policy_names(cfg)]
         if bad:
             raise ConfigError(f"--policies: unknown {bad}; allowed: {', '.join(policy_names(cfg))}")
-        if args.batch_episodes < 1:
-            raise ConfigError(f"--batch-episodes = {args.batch_episodes}: allowed >= 1")
+        if args.batch_episodes != "auto" and (not str(args.batch_episodes).isdigit() or int(args.batch_episodes) < 1):
+            raise ConfigError(f"--batch-episodes = {args.batch_episodes}: allowed auto or an integer >= 1")
         icfg = icl_config(args) if any(n in HOST_POLICIES for n in names) else None
+        if args.batch_episodes == "auto":
+            from icl.runner import auto_batch_episodes
+            rows = icfg.max_rows if icfg else 16
+            args.batch_episodes = auto_batch_episodes(cfg.n_users, cfg.traffic.p_task, rows, args.episodes)
+        args.batch_episodes = int(args.batch_episodes)
         if args.pool and not os.path.isdir(args.pool):
             raise ConfigError(f"--pool {args.pool!r}: no such directory")
         host = [n for n in names if n in HOST_POLICIES]
@@ -266,6 +280,8 @@ def main(argv=None) -> int:
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if any(n in HOST_POLICIES for n in names):
+        use_persistent_cache()              # the LLM's programs: compiled once per machine, not once per run
     params = make_params(cfg)
     chash = config_hash(cfg)
     run_dir = args.out or os.path.join("runs", f"montecarlo-{chash}-s{args.seed}-e{args.episodes}")

@@ -64,6 +64,8 @@ def test_pool_save_restore(tmp_path):
 
 def test_config_errors():
     for kw, msg in ((dict(select="smart"), "icl.select = 'smart': unknown"), (dict(shots=-1), "icl.shots = -1"),
+                    (dict(decide="score"), "icl.decide = 'score': unknown; allowed: value, action, generate"),
+                    (dict(max_rows=0), "icl.max_rows = 0 is out of range: allowed [1, 256]"),
                     (dict(epsilon=1.5), "icl.epsilon = 1.5 is out of range: allowed [0, 1]")):
         with pytest.raises(ValueError, match=msg.replace("[", r"\[").replace("]", r"\]")):
             ICLConfig(**kw).validate()
@@ -89,9 +91,10 @@ def test_prompt_contains_parts_and_fits_budget(tiny):
 
 @pytest.mark.parametrize("kind,select", [("icl", "recent"), ("icl", "nearest")] + [("knn", s) for s in STRATEGIES])
 def test_icl_and_knn_run_batched_and_learn_pool(kind, select):
+    """The action form (the paper's) and the kNN vote; the value form is tested in test_icl_value."""
     cfg = tiny_config()
     p = make_params(cfg)
-    icfg = ICLConfig(select=select, shots=3, epsilon=0.2, max_prompt_tokens=100_000)
+    icfg = ICLConfig(select=select, shots=3, epsilon=0.2, max_prompt_tokens=100_000, decide="action")
     for pol in ([ICLPolicy(cfg, icfg, lm=tiny_lm())] if kind == "icl" else [KNNPolicy(cfg, icfg)]):
         logs = []
         out = rollout_host(jax.random.PRNGKey(0), p, pol, 3, batch_episodes=2, log=logs.append)
@@ -152,8 +155,8 @@ def test_free_text_answers_parse_or_fall_back_to_greedy(tiny):
 def test_content_free_calibration_removes_the_answer_prior(tiny):
     """With calibration, a prompt that carries no information scores every action 0 (its prior removed)."""
     lm = tiny_lm()
-    pol = ICLPolicy(tiny, ICLConfig(calibrate=True, max_prompt_tokens=100_000), lm=lm)
-    raw = ICLPolicy(tiny, ICLConfig(calibrate=False, max_prompt_tokens=100_000), lm=lm)
+    pol = ICLPolicy(tiny, ICLConfig(calibrate=True, max_prompt_tokens=100_000, decide="action"), lm=lm)
+    raw = ICLPolicy(tiny, ICLConfig(calibrate=False, max_prompt_tokens=100_000, decide="action"), lm=lm)
     assert np.any(pol.bias != 0) and np.all(raw.bias == 0)
     cf = pol.prompts.wrap(pol.prompts.description + "Current task:\nN/A\nAnswer with one option: "
                           + ", ".join(tiny.action_names) + ".")

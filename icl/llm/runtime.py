@@ -37,6 +37,7 @@ from .tokenizer import folder_tokenizer, gguf_tokenizer
 from .weights import load_gguf, load_hf_folder, open_gguf
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+PREFIX_CACHE_SIZE = 4       # key/value caches of token prefixes kept per model (``LanguageModel.prefix_cache``)
 
 
 def bucket_len(n: int, quantum: int = 32) -> int:
@@ -142,6 +143,18 @@ def _score_rest(cfg, params, cand, cand_len, prefix, suffix_kv, suffix_len):
     tok_lp = jnp.take_along_axis(lp, cand[:, :, 1:, None], axis=-1)[..., 0]
     valid = jnp.arange(1, Tc)[None, None, :] < cand_len[..., None]
     return jnp.sum(jnp.where(valid, tok_lp, 0.0), axis=-1)
+
+
+@stage(static_argnums=0)
+def _score_branches(cfg, params, tokens, positions, mask, out, target_ids, prefix):
+    """Prompts with C short branches laid after them in one row each: tokens / positions int [B, T], mask bool
+    [B, T, T] (a prompt token sees the earlier prompt tokens; a branch token sees the whole prompt and the earlier
+    tokens of its own branch), out int [B, C] (each branch's last token). Returns log p(target) [B, C, n_targets]
+    of the token after each branch."""
+    ctx, _ = _prefix_segments(prefix)
+    h, _ = M.forward(cfg, params, tokens, positions, mask, ctx, out=out)
+    lp = M.logprobs(cfg, params, h)                                                     # [B, C, V]
+    return jnp.take(lp, target_ids, axis=-1)
 
 
 def _sample(lp, key, temperature, greedy: bool):
@@ -252,10 +265,7 @@ class LanguageModel:
         plen = min(common_prefix_len(p_ids), min(len(p) for p in p_ids) - 1) if prefix_reuse and n > 1 else 0
         prefix = None
         if plen >= max(1, min_prefix):
-            toks = np.zeros((1, bucket_len(plen)), np.int32)
-            toks[0, :plen] = p_ids[0][:plen]
-            k, v = _prefill_prefix(self.cfg, self.params, jnp.asarray(toks), jnp.int32(plen))
-            prefix = (k, v, jnp.int32(plen))
+            prefix = self.prefix_cache(p_ids[0][:plen])
         else:
             plen = 0
 
@@ -293,6 +303,92 @@ class LanguageModel:
                 total += np.asarray(_score_rest(self.cfg, self.params, jnp.asarray(cand), jnp.asarray(clen),
                                                 prefix, skv, jnp.asarray(lens)), np.float64)
             out[idx] = total[:len(idx)]
+        return out
+
+    def prefix_cache(self, ids: Sequence[int]):
+        """The key/value cache (k, v, length) of a token prefix, computed once and kept (the last
+        ``PREFIX_CACHE_SIZE`` prefixes used): a fixed description or header costs one forward per policy, not
+        one per call."""
+        key = tuple(int(i) for i in ids)
+        cache = self.__dict__.setdefault("_prefixes", {})
+        if key in cache:
+            cache[key] = cache.pop(key)                        # most recently used last
+            return cache[key]
+        toks = np.zeros((1, bucket_len(len(key))), np.int32)
+        toks[0, :len(key)] = key
+        k, v = _prefill_prefix(self.cfg, self.params, jnp.asarray(toks), jnp.int32(len(key)))
+        cache[key] = (k, v, jnp.int32(len(key)))
+        while len(cache) > PREFIX_CACHE_SIZE:
+            cache.pop(next(iter(cache)))
+        return cache[key]
+
+    def branch_logprobs(self, prompts: Sequence[str], branches: Sequence[Sequence[str]], targets: Sequence[int],
+                        *, prefix: str = "", max_rows: int = 16, length_quantum: int = 16) -> np.ndarray:
+        """log p(target token | prefix + prompt + branch) for every prompt, each of its C branches and every
+        target token id: float64 [n_prompts, C, n_targets] (natural log, over the whole vocabulary).
+
+        A prompt and its C branches are one row of a single forward pass: the branches are laid after the
+        prompt, each seeing the prompt and itself only, so the prompt is computed once for all its branches.
+        ``prefix``: text every prompt starts with (a fixed header); its key/value cache is computed once
+        (``prefix_cache``) and shared by every row of every call. Token ids are ``encode(prefix + prompt)``, then
+        ``encode(branch)`` without special tokens appended: end the prompt where a token boundary is certain
+        (before a space). Rows run in forwards of ``max_rows`` (powers of two below), shortest first, each row
+        (prompt, then its branches packed back to back) padded to a multiple of ``length_quantum`` tokens: few
+        shapes compile.
+        """
+        for name, value in (("max_rows", max_rows), ("length_quantum", length_quantum)):
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} = {value!r}: allowed an integer >= 1")
+        n = len(prompts)
+        if len(branches) != n or len({len(b) for b in branches}) > 1:
+            raise ValueError("branches: one list per prompt, all of the same length")
+        targets = np.asarray(targets, np.int32)
+        if n == 0:
+            return np.zeros((0, len(branches[0]) if branches else 0, len(targets)))
+        C = len(branches[0])
+        if C == 0 or targets.size == 0 or targets.min() < 0 or targets.max() >= self.cfg.vocab_size:
+            raise ValueError(f"branches and targets must be non-empty; target ids in [0, {self.cfg.vocab_size})")
+        pre = self.encode(prefix) if prefix else []
+        p_ids = []
+        for p in prompts:
+            ids = self.encode(prefix + p)
+            if ids[:len(pre)] != pre or len(ids) == len(pre):
+                raise ValueError(f"prompt {p[:40]!r}...: after the prefix it must add tokens, and the prefix must "
+                                 "tokenize the same on its own (end the prefix with a newline)")
+            p_ids.append(ids[len(pre):])
+        b_ids = [[self.encode(b, special=False) for b in bs] for bs in branches]
+        if any(len(b) == 0 for bs in b_ids for b in bs):
+            raise ValueError("a branch encodes to no tokens")
+        prefix_kv = self.prefix_cache(pre) if pre else None
+        plen = len(pre)
+        out = np.zeros((n, C, len(targets)))
+        row_len = np.array([len(p) + sum(len(b) for b in bs) for p, bs in zip(p_ids, b_ids)])
+        order = np.argsort(row_len, kind="stable")
+        for start in range(0, n, max_rows):
+            idx = order[start:start + max_rows]
+            R = bucket_batch(len(idx))
+            T = -(-int(row_len[idx].max()) // length_quantum) * length_quantum
+            toks = np.zeros((R, T), np.int32)
+            pos = np.zeros((R, T), np.int32)
+            seen = np.zeros((R, T, T), bool)
+            at = np.zeros((R, C), np.int32)
+            for r, i in enumerate(idx):
+                L = len(p_ids[i])
+                toks[r, :L] = p_ids[i]
+                pos[r, :L] = plen + np.arange(L)
+                seen[r, :L, :L] = np.tril(np.ones((L, L), bool))
+                s0 = L
+                for c, b in enumerate(b_ids[i]):          # branches packed back to back after the prompt
+                    s1 = s0 + len(b)
+                    toks[r, s0:s1] = b
+                    pos[r, s0:s1] = plen + L + np.arange(len(b))
+                    seen[r, s0:s1, :L] = True
+                    seen[r, s0:s1, s0:s1] = np.tril(np.ones((len(b), len(b)), bool))
+                    at[r, c] = s1 - 1
+                    s0 = s1
+            lp = _score_branches(self.cfg, self.params, jnp.asarray(toks), jnp.asarray(pos), jnp.asarray(seen),
+                                 jnp.asarray(at), jnp.asarray(targets), prefix_kv)
+            out[idx] = np.asarray(lp, np.float64)[:len(idx)]
         return out
 
     # -- generation -------------------------------------------------------------------------------------
