@@ -20,7 +20,7 @@ install-test: install
 	$(PIP) install -q -e '.[test]'
 
 run: install-models
-	$(PYTHON) -m scripts.reproduce
+	$(PYTHON) -m scripts.reproduce --readme README.md
 
 montecarlo: install
 	$(PYTHON) -m scripts.montecarlo

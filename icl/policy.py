@@ -38,7 +38,7 @@ VALUE_RULES = ("expected", "contrast")
 @dataclass(frozen=True)
 class ICLConfig:
     model: str = "smollm2-135m"        # registered name, .gguf path or checkpoint folder
-    shots: int = 9                     # demonstrations per prompt (value: shots // actions of each action)
+    shots: int = 6                     # demonstrations per prompt (value: shots // actions of each action)
     select: str = "nearest"            # random | recent | nearest | ranked | state
     epsilon: float = 0.1               # exploration probability
     epsilon_decay: float = 1.0         # epsilon x decay^episode
@@ -49,7 +49,7 @@ class ICLConfig:
     decide: str = "value"              # value: grade each action's outcome; action: log-likelihood of each
                                        # action name; generate: free text, parsed
     describe: bool = False             # value: the action-form description before the header (a cached prefix)
-    value_rule: str = "expected"       # value: expected grade; contrast: the grades' log-probabilities minus
+    value_rule: str = "contrast"       # value: expected grade; contrast: the grades' log-probabilities minus
                                        # their mean over actions first (removes any per-grade prior exactly)
     calibrate: bool = False            # action: subtract each answer's log-likelihood for a content-free prompt
     max_new_tokens: int = 8            # generate: answer length limit
@@ -283,7 +283,9 @@ class ICLPolicy(DemoPolicy):
         lp = self.lm.branch_logprobs(prompts, branches, self.grade_ids, prefix=vp.prefix, max_rows=self.cfg.max_rows)
         self.stats["llm_s"] += time.perf_counter() - t0
         self.stats["llm_calls"] += 1
-        self.stats["prompt_tokens"] += sum(len(self.lm.encode(vp.prefix + p)) for p in prompts) + sum(
+        # tokens computed per decision: the prompt after the cached prefix, and the branches
+        n_pre = len(self.lm.encode(vp.prefix))
+        self.stats["prompt_tokens"] += sum(len(self.lm.encode(vp.prefix + p)) - n_pre for p in prompts) + sum(
             len(self.lm.encode(b, special=False)) for bs in branches for b in bs)
         return lp
 

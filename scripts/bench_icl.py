@@ -15,8 +15,9 @@ For every design and pool it reports mean reward of the chosen actions, regret a
 action, each action's share, prompt tokens per decision and decisions/s (after a warm-up, all compiles done),
 beside random, every single-site policy, greedy, the kNN vote and the value form's per-action kNN twin on the
 same queries and pools. Designs:
-  value            grades 0-9 per action after per-action nearest records (``icl.prompt.ValuePrompts``)
-  value-contrast   the same log-probabilities, decided by the contrast rule (no extra LLM call)
+  value            grades 0-9 per action after per-action nearest records (``icl.prompt.ValuePrompts``),
+                   decided by the contrast rule (the default, ``icl.policy.value_estimates``)
+  value-expected   the same log-probabilities, decided by the plain expected grade (no extra LLM call)
   value-describe   value with the action-form description in its cached prefix
   action           the paper's form: each action's name scored as the answer (slow: ~800 tokens a prompt)
 The last line is one JSON object for the first design.
@@ -46,7 +47,7 @@ from jaxsim.config import ConfigError, load_config
 from jaxsim.params import make_params
 from jaxsim.rollout import episode_keys
 
-DESIGNS = ("value", "value-contrast", "value-describe", "action")
+DESIGNS = ("value", "value-expected", "value-describe", "action")
 QUERY_SEED, POOL_SEED, ROLLOUT_SEED = 1, 2, 3     # fold_in offsets: queries, pool and rollout see other episodes
 
 
@@ -153,7 +154,7 @@ def design_config(design: str, base: ICLConfig) -> ICLConfig:
     if design == "action":
         return dataclasses.replace(base, decide="action")
     return dataclasses.replace(base, decide="value", describe=design == "value-describe",
-                               value_rule="contrast" if design == "value-contrast" else "expected")
+                               value_rule="expected" if design == "value-expected" else "contrast")
 
 
 def print_rows(title: str, rows: dict, file=sys.stdout) -> None:
@@ -173,8 +174,8 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", help="scenario TOML (default: the DESIGN.md defaults)")
     ap.add_argument("--model", default="smollm2-135m", help="deciding LLM (smollm2-135m)")
-    ap.add_argument("--designs", default="value,value-contrast", help=f"comma-separated, of {', '.join(DESIGNS)}; "
-                    "the first is the JSON line's (value,value-contrast)")
+    ap.add_argument("--designs", default="value,value-expected", help=f"comma-separated, of {', '.join(DESIGNS)}; "
+                    "the first is the JSON line's (value,value-expected)")
     ap.add_argument("--shots", type=int, default=ICLConfig.shots, help=f"demonstrations per prompt ({ICLConfig.shots})")
     ap.add_argument("--select", default="nearest", help="demonstration selection (nearest)")
     ap.add_argument("--queries", type=int, default=320, help="query tasks (320)")
@@ -230,10 +231,10 @@ def main(argv=None, lm=None) -> dict:
         rows["knn_value (per-action twin)"], _ = run_design("knn_value", KNNValuePolicy(cfg, base), q, pool, warm=0)
         lps: dict = {}
         for d in args.designs:
-            if d == "value-contrast" and "value" in lps:         # the same LLM outputs, another rule
-                m = metrics(q, value_estimates(lps["value"], "contrast").argmax(-1), names)
+            if d == "value-expected" and "value" in lps:         # the same LLM outputs, another rule
+                m = metrics(q, value_estimates(lps["value"], "expected").argmax(-1), names)
                 m.update({k: rows["icl value"][k] for k in ("decisions_per_s", "prompt_tokens", "wall_s")})
-                rows["icl value-contrast"] = m
+                rows["icl value-expected"] = m
                 continue
             pol = ICLPolicy(cfg, design_config(d, base), lm=lm)
             rows[f"icl {d}"], lp = run_design(d, pol, q, pool)
@@ -246,7 +247,7 @@ def main(argv=None, lm=None) -> dict:
     bench_pool("random")
     rollout = {}
     if args.rollout_episodes:
-        pol = ICLPolicy(cfg, dataclasses.replace(design_config(first if first != "value-contrast" else "value", base),
+        pol = ICLPolicy(cfg, dataclasses.replace(design_config(first, base),
                                                  epsilon=0.1), lm=lm)
         rparams = make_params(cfg.replace(episode=dataclasses.replace(cfg.episode, horizon=args.rollout_horizon)))
         c0 = compile_counts()["compiles"]

@@ -7,18 +7,22 @@ Writes results/fig4_explore.png and fig4_explore.csv.
 
 from __future__ import annotations
 
-from scripts.study import Study, figure_main, sweep_figure
+from scripts.study import CONTROLS, ICL, Study, figure_main, sweep_figure
 
 POINTS = [("0", 0.0, 1.0), ("0.05", 0.05, 1.0), ("0.1", 0.1, 1.0), ("0.2", 0.2, 1.0), ("0.3", 0.3, 1.0),
           ("0.3 x 0.8^ep", 0.3, 0.8)]
 
 
+def points(study: Study) -> list:
+    return study.points(POINTS[:5:2], POINTS)
+
+
 def make(study: Study) -> str:
     cfg = study.scenario()
-    pts = study.points(POINTS[::2] + POINTS[-1:], POINTS)
+    pts = points(study)
     refs = {m: study.run(m, cfg) for m in ("greedy", "oracle", "random")}
-    series = {m: [study.run(m, cfg, {"select": "nearest", "shots": 8, "epsilon": e, "epsilon_decay": d})
-                  for _, e, d in pts] for m in ("icl", "knn")}
+    series = {m: [study.run(m, cfg, {**ICL, "epsilon": e, "epsilon_decay": d}) for _, e, d in pts]
+              for m in ("icl", *CONTROLS)}
     sweep_figure(study, "fig4_explore", "ICL vs exploration rate", "epsilon", [p[0] for p in pts], series, refs)
     return study.path("fig4_explore.png")
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from scripts.study import METHOD_COLORS, Study, figure_main, plt, save_figure, write_csv
+from scripts.study import ICL, METHOD_COLORS, Study, figure_main, plt, save_figure, write_csv
 
 METHODS = ("edge_only", "cloud_small_only", "cloud_large_only", "icl", "ppo", "oracle")
-ICL = {"select": "nearest", "shots": 8, "epsilon": 0.1}
 
 
 def make(study: Study) -> str:

@@ -7,14 +7,14 @@ Writes results/fig2_quality.png and fig2_quality.csv.
 
 from __future__ import annotations
 
-from scripts.study import METHOD_COLORS, Study, figure_main, mean_ci, plt, save_figure, write_csv
+from scripts.study import HOST, ICL, METHOD_COLORS, Study, figure_main, mean_ci, plt, save_figure, write_csv
 
-METHODS = ("random", "edge_only", "cloud_small_only", "cloud_large_only", "greedy", "knn", "icl", "ppo", "oracle")
-ICL = {"select": "nearest", "shots": 8, "epsilon": 0.1}
+METHODS = ("random", "edge_only", "cloud_small_only", "cloud_large_only", "greedy", "knn", "knn_value", "icl", "ppo",
+           "oracle")
 
 
 def summaries(study: Study, cfg) -> dict[str, dict]:
-    return {m: study.run(m, cfg, ICL if m in ("icl", "knn") else None) for m in METHODS}
+    return {m: study.run(m, cfg, ICL if m in HOST else None) for m in METHODS}
 
 
 def make(study: Study) -> str:

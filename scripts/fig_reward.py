@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from scripts.study import METHOD_COLORS, Study, figure_main, mean_ci, plt, save_figure, write_csv
+from scripts.study import CONTROLS, ICL, METHOD_COLORS, Study, figure_main, mean_ci, plt, save_figure, write_csv
 
 LEVELS = ("random", "edge_only", "cloud_small_only", "cloud_large_only", "greedy", "oracle")
 
 
 def make(study: Study) -> str:
     cfg = study.scenario()
-    icl = study.run("icl", cfg, {"select": "nearest", "shots": 8, "epsilon": 0.1})
-    knn = study.run("knn", cfg, {"select": "nearest", "shots": 8, "epsilon": 0.1})
+    learners = {m: study.run(m, cfg, ICL) for m in ("icl", *CONTROLS)}
     ppo = study.run("ppo", cfg)
     rows = []
     pyplot = plt()
@@ -30,7 +29,7 @@ def make(study: Study) -> str:
         ax.axhline(m, color=METHOD_COLORS[name], lw=1, ls="--", label=f"{name} ({m:.3f})")
         ax.axhspan(m - ci, m + ci, color=METHOD_COLORS[name], alpha=0.08)
         rows += [(name, int(e), r, "") for e, r in zip(x, s["episode_rewards"])]
-    for name, s in (("icl", icl), ("knn", knn)):
+    for name, s in learners.items():
         ax.plot(x, s["learning"], "o-", color=METHOD_COLORS[name], label=f"{name} (pool grows)")
         rows += [(name, int(e), r, "") for e, r in zip(x, s["learning"])]
     curve = np.asarray(ppo["curve"], float)
@@ -39,7 +38,7 @@ def make(study: Study) -> str:
     ax2.plot(ep_seen, curve, color=METHOD_COLORS["ppo"], lw=1.5, label="ppo training")
     ax2.set_xlabel("PPO training episodes")
     rows += [("ppo_training", int(e), float(r), "") for e, r in zip(ep_seen, curve)]
-    ax.set_xlabel("evaluation episode (ICL / kNN pool grows across episodes)")
+    ax.set_xlabel("evaluation episode (the ICL / kNN pool grows across episodes)")
     ax.set_ylabel("mean slot reward")
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()

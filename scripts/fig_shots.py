@@ -8,22 +8,24 @@ no LLM) is shown beside ICL everywhere.
 
 from __future__ import annotations
 
-from scripts.study import Study, figure_main, plt, save_figure, sweep_figure
+from scripts.study import CONTROLS, ICL, Study, figure_main, plt, save_figure, sweep_figure
 
-BASE = {"select": "nearest", "epsilon": 0.1}
+
+SHOTS = ([0, 6, 12], [0, 3, 6, 12, 24])      # quick, full; the value form shows shots // 3 of each action
 
 
 def make(study: Study) -> str:
     cfg = study.scenario()
-    shots = study.points([0, 2, 4, 8], [0, 2, 4, 8, 16])
-    pools = study.points([8, 32, 4096], [16, 64, 256, 4096])
+    shots = study.points(*SHOTS)
+    pools = study.points([16, 4096], [16, 64, 256, 4096])
     refs = {m: study.run(m, cfg) for m in ("greedy", "oracle", "random")}
     pyplot = plt()
     fig, (a1, a2) = pyplot.subplots(1, 2, figsize=(11, 3.8))
-    sweep_figure(study, "fig3_shots", "ICL vs demonstrations (nearest, 8 shots unless swept)", "demonstrations k", shots,
-                 {m: [study.run(m, cfg, {**BASE, "shots": k}) for k in shots] for m in ("icl", "knn")}, refs, a1, fig)
+    sweep_figure(study, "fig3_shots", "ICL vs demonstrations (nearest, 6 unless swept)", "demonstrations k", shots,
+                 {m: [study.run(m, cfg, {**ICL, "shots": k}) for k in shots] for m in ("icl", *CONTROLS)}, refs, a1,
+                 fig)
     sweep_figure(study, "fig3_pool", "ICL vs experience-pool size", "pool capacity (records)", pools,
-                 {m: [study.run(m, cfg, {**BASE, "shots": 8, "pool_size": n}) for n in pools] for m in ("icl", "knn")},
+                 {m: [study.run(m, cfg, {**ICL, "pool_size": n}) for n in pools] for m in ("icl", *CONTROLS)},
                  refs, a2, fig)
     save_figure(fig, study.path("fig3_shots.png"))
     pyplot.close(fig)

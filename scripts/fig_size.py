@@ -11,24 +11,22 @@ registered model whose weights are installed (``icl.llm.installed()``); ``--mode
 from __future__ import annotations
 
 
-from scripts.study import Study, plt, save_figure, study_args, sweep_figure
-
-ICL = {"select": "nearest", "shots": 8, "epsilon": 0.1}
+from scripts.study import CONTROLS, HOST, ICL, Study, plt, save_figure, study_args, sweep_figure
 
 
 def make(study: Study, models: list[str] | None = None) -> str:
     from icl.llm import installed
     cfg = study.scenario()
     models = models or ([study.model] if study.lm is not None else installed() or [study.model])
-    users = study.points([2, 3, 4], [4, 8, 12, 16])
+    users = study.points([2, 3], [4, 8, 12, 16])
     pyplot = plt()
     fig, (a1, a2) = pyplot.subplots(1, 2, figsize=(11, 3.8))
-    refs = {m: study.run(m, cfg) for m in ("greedy", "oracle", "knn") if m != "knn"}
-    refs["knn"] = study.run("knn", cfg, ICL)
+    refs = {m: study.run(m, cfg) for m in ("greedy", "oracle")}
+    refs.update({m: study.run(m, cfg, ICL) for m in CONTROLS})
     sweep_figure(study, "fig5_llm_size", "ICL vs deciding LLM", "model", models,
                  {"icl": [study.run("icl", cfg, {**ICL, "model": m}) for m in models]}, refs, a1, fig)
-    series = {m: [study.run(m, study.scenario(users_per_cell=u), ICL if m in ("icl", "knn") else None)
-                  for u in users] for m in ("icl", "knn", "greedy", "oracle")}
+    series = {m: [study.run(m, study.scenario(users_per_cell=u), ICL if m in HOST else None)
+                  for u in users] for m in ("icl", *CONTROLS, "greedy", "oracle")}
     sweep_figure(study, "fig5_network_size", "ICL vs network size", "users per cell", users, series, {}, a2, fig)
     save_figure(fig, study.path("fig5_size.png"))
     pyplot.close(fig)

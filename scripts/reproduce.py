@@ -1,11 +1,14 @@
 """Reproduce the paper's figures and the comparison table, from one command.
 
-    python -m scripts.reproduce              # --quick: a small network, minutes on a 2-core CPU
+    python -m scripts.reproduce              # --quick: a small network, ~10 minutes on a 2-core CPU
     python -m scripts.reproduce --no-quick   # the default scenario, 20 episodes a point (GPU or a long CPU run)
+    python -m scripts.reproduce --readme README.md   # also the README's table and claims (what `make run` does)
 
 Runs figures 1-6 (``scripts/fig_*.py``), the comparison table and the check of the paper's claims into
-``--out`` (default results/): PNG figures, the CSV data behind them, ``comparison.md``, ``claims.md``, and ``runs/`` (every run cached as JSON, so an
-interrupted reproduction resumes where it stopped). Prints an overall summary at the end.
+``--out`` (default results/): PNG figures, the CSV data behind them, ``comparison.md``, ``claims.md``, and
+``runs/`` (every run cached as JSON, so an interrupted reproduction resumes where it stopped). The six PNG
+figures are also copied into ``--figures`` (default docs/figures/, shown by the README; '' skips), and with
+``--readme`` the table and claims blocks of that file are replaced. Prints an overall summary at the end.
 """
 
 from __future__ import annotations
@@ -14,7 +17,12 @@ import time
 
 from tqdm import tqdm
 
+import os
+import shutil
+
 from scripts import claims, compare_table, fig_explore, fig_pertype, fig_quality, fig_reward, fig_shots, fig_size
+from scripts.compare_table import read_block_file, update_block
+from jaxsim.compilation import use_persistent_cache
 from scripts.study import study_args
 
 STEPS = (("fig1 reward per episode", fig_reward.make), ("fig2 service quality", fig_quality.make),
@@ -23,16 +31,44 @@ STEPS = (("fig1 reward per episode", fig_reward.make), ("fig2 service quality", 
          ("comparison table", compare_table.make), ("paper's claims", claims.make))
 
 
+FIGURES = ("fig1_reward", "fig2_quality", "fig3_shots", "fig4_explore", "fig5_size", "fig6_pertype")
+
+
+def publish_figures(out_dir: str, figures_dir: str) -> None:
+    """Copy the six PNG figures into ``figures_dir`` (each atomically: written beside, then renamed)."""
+    os.makedirs(figures_dir, exist_ok=True)
+    for name in FIGURES:
+        tmp = os.path.join(figures_dir, f".{name}.png.tmp")
+        shutil.copyfile(os.path.join(out_dir, f"{name}.png"), tmp)
+        os.replace(tmp, os.path.join(figures_dir, f"{name}.png"))
+
+
+def _options(ap) -> None:
+    ap.add_argument("--figures", default=os.path.join("docs", "figures"),
+                    help="folder the six PNG figures are copied into (docs/figures; '' skips)")
+    ap.add_argument("--readme", help="markdown file whose comparison and claims blocks are replaced")
+
+
 def main(argv=None, lm=None) -> dict:
-    _, study = study_args(__doc__.split("\n\n")[0], argv)
+    args, study = study_args(__doc__.split("\n\n")[0], argv, _options)
+    if args.readme:                               # the file and its markers, checked before any run
+        read_block_file(args.readme, compare_table.START, compare_table.END)
+        read_block_file(args.readme, claims.START, claims.END)
     study.lm = lm
+    use_persistent_cache()            # the LLM's and the simulator's programs: compiled once per machine
     done = {}
     t0 = time.perf_counter()
     with tqdm(STEPS, desc="reproduce", unit="step") as bar:
         for name, make in bar:
             bar.set_postfix_str(name)
             done[name] = make(study)
-    print(f"\nreproduced in {time.perf_counter() - t0:.0f} s into {study.out_dir}/")
+    if args.figures:
+        publish_figures(study.out_dir, args.figures)
+    if args.readme:
+        update_block(args.readme, done["comparison table"], compare_table.START, compare_table.END)
+        update_block(args.readme, done["paper's claims"], claims.START, claims.END)
+    print(f"\nreproduced in {time.perf_counter() - t0:.0f} s into {study.out_dir}/"
+          + (f", figures in {args.figures}/" if args.figures else "") + (f", {args.readme} updated" if args.readme else ""))
     for name, out in done.items():
         text_file = study.path("claims.md" if name == "paper's claims" else "comparison.md")
         print(f"  {name}: {out if isinstance(out, str) and out.endswith('.png') else text_file}")

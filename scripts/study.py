@@ -29,8 +29,13 @@ from jaxsim.params import make_params
 from jaxsim.rollout import rollout
 
 METHOD_COLORS = {"random": "#999999", "edge_only": "#1f77b4", "cloud_small_only": "#17becf",
-                 "cloud_large_only": "#2ca02c", "greedy": "#ff7f0e", "knn": "#8c564b", "icl": "#d62728",
-                 "ppo": "#9467bd", "oracle": "#000000"}
+                 "cloud_large_only": "#2ca02c", "greedy": "#ff7f0e", "knn": "#8c564b", "knn_value": "#e377c2",
+                 "icl": "#d62728", "ppo": "#9467bd", "oracle": "#000000"}
+# the ICL settings of every figure (the rest are ``icl.policy.ICLConfig``'s defaults: the value form, 6 shots,
+# the contrast rule), used by ICL and by its no-LLM controls alike
+ICL = {"select": "nearest", "epsilon": 0.1}
+HOST = ("icl", "knn", "knn_value")          # policies decided on the host from an experience pool
+CONTROLS = ("knn", "knn_value")             # the no-LLM controls shown beside ICL everywhere
 
 
 @dataclass
@@ -46,20 +51,27 @@ class Study:
 
     # ------------------------------------------------------------------ presets
     def scenario(self, users_per_cell: int | None = None) -> SimConfig:
-        """Quick: 2 cells x 3 users, 10-slot episodes; full: the default scenario."""
+        """Quick: 2 cells x 3 users, 8-slot episodes (sized so that ``make run`` takes about 10 minutes on 2
+        cores); full: the default scenario."""
         cfg = SimConfig()
         if self.tiny:
             # 2 users per cell: the first point of the network-size sweep, so fig5 reuses fig1's runs there
             cfg = cfg.replace(topology=TopologyConfig(n_cells=1, users_per_cell=2), episode=EpisodeConfig(horizon=4))
         elif self.quick:
-            cfg = cfg.replace(topology=TopologyConfig(n_cells=2, users_per_cell=3), episode=EpisodeConfig(horizon=10))
+            cfg = cfg.replace(topology=TopologyConfig(n_cells=2, users_per_cell=3), episode=EpisodeConfig(horizon=8))
         if users_per_cell is not None:
             cfg = cfg.replace(topology=dataclasses.replace(cfg.topology, users_per_cell=users_per_cell))
         return cfg.validate()
 
+    def label(self) -> str:
+        """The scenario in words, e.g. "quick scenario (2 cells x 3 users, 8 slots)"."""
+        c = self.scenario()
+        kind = "tiny" if self.tiny else "quick" if self.quick else "default"
+        return f"{kind} scenario ({c.topology.n_cells} cells x {c.topology.users_per_cell} users, {c.episode.horizon} slots)"
+
     @property
     def n_episodes(self) -> int:
-        return self.episodes or (2 if self.tiny else 4 if self.quick else 20)
+        return self.episodes or (2 if self.tiny else 3 if self.quick else 20)
 
     def points(self, quick: list, full: list) -> list:
         """A sweep's points: full, quick, or (tiny) the first and last quick point."""
@@ -84,6 +96,9 @@ class Study:
         """Summary of one method on one scenario (cached): means with CIs, per type, per-episode rewards."""
         if method == "icl":
             icl = {"model": self.model, **(icl or {})}
+        if method in HOST:                  # the whole ICL config (its defaults included) keys the cache
+            from icl.policy import ICLConfig
+            icl = dataclasses.asdict(ICLConfig(seed=self.seed, **(icl or {})).validate())
         key_src = json.dumps({"m": method, "cfg": config_to_dict(cfg), "icl": icl, "ppo": ppo_updates,
                               "seed": self.seed, "n": self.n_episodes,
                               "model": (icl or {}).get("model", self.model) if method == "icl" else None},
@@ -97,15 +112,15 @@ class Study:
         rkey = jax.random.PRNGKey(self.seed)
         extra: dict = {}
         t0 = time.perf_counter()
-        if method in ("icl", "knn"):
-            from icl.policy import ICLConfig, ICLPolicy, KNNPolicy
-            from icl.runner import rollout_host
-            icfg = ICLConfig(seed=self.seed, **(icl or {})).validate()
+        if method in HOST:
+            from icl.policy import ICLConfig, ICLPolicy, make_host_policy
+            from icl.runner import auto_batch_episodes, rollout_host
+            icfg = ICLConfig(**icl)
             pol = (ICLPolicy(cfg, icfg, lm=self.language_model(icfg.model)) if method == "icl"
-                   else KNNPolicy(cfg, icfg))
+                   else make_host_policy(method, cfg, icfg))
             log: list[dict] = []
-            out = rollout_host(rkey, params, pol, self.n_episodes, batch_episodes=max(1, self.n_episodes // 4),
-                               log=log.append)
+            batch = auto_batch_episodes(cfg.n_users, cfg.traffic.p_task, icfg.max_rows, self.n_episodes)
+            out = rollout_host(rkey, params, pol, self.n_episodes, batch_episodes=batch, log=log.append)
             extra = {"host": pol.summary(), "learning": [r["reward"] for r in log]}
         elif method == "ppo":
             from baselines.ppo import PPOConfig, policy_params_from, ppo_policy, train
@@ -129,6 +144,13 @@ class Study:
         summary.update(extra)
         atomic_write_bytes(path, json.dumps(summary, default=float).encode())
         return summary
+
+
+def icl_label(study: Study) -> str:
+    """How the figures' ICL runs decide, for labels: e.g. "value, nearest, 6 shots"."""
+    from icl.policy import ICLConfig
+    c = ICLConfig(**ICL)
+    return f"{c.decide}, {c.select}, {c.shots} shots"
 
 
 # ---------------------------------------------------------------------- output helpers

@@ -1,6 +1,11 @@
 import dataclasses
+import os
+import tempfile
 
 import pytest
+
+# the persistent compilation cache of the scripts under test goes to a folder of this test session, not ~/.cache
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="genai-edge-lab-jax-"))
 
 from jaxsim.config import EpisodeConfig, InferenceConfig, OracleConfig, SimConfig, TopologyConfig
 

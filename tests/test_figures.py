@@ -7,6 +7,7 @@ import os
 import pytest
 
 from scripts import reproduce
+from scripts.claims import END as CLAIMS_END, START as CLAIMS_START
 from scripts.compare_table import END, START, update_block
 from scripts.study import Study
 
@@ -23,7 +24,14 @@ def test_reproduce_tiny(tmp_path, monkeypatch):
         self.tiny = True
     monkeypatch.setattr(Study, "__init__", tiny_init)
     out = tmp_path / "results"
-    done = reproduce.main(["--out", str(out), "--model", "tiny"], lm=lm)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{START}\nold\n{END}\nmid\n{CLAIMS_START}\nold claims\n{CLAIMS_END}\nrest\n")
+    figs = tmp_path / "figures"
+    done = reproduce.main(["--out", str(out), "--model", "tiny", "--figures", str(figs), "--readme", str(readme)], lm=lm)
+    for png in reproduce.FIGURES:
+        assert (figs / f"{png}.png").read_bytes() == (out / f"{png}.png").read_bytes()
+    text = readme.read_text()
+    assert "old" not in text and done["comparison table"] in text and done["paper's claims"] in text
     for png in ("fig1_reward", "fig2_quality", "fig3_shots", "fig4_explore", "fig5_size", "fig6_pertype"):
         assert (out / f"{png}.png").stat().st_size > 5000
     for data in ("fig1_reward", "fig2_quality", "fig3_shots", "fig3_pool", "fig4_explore", "fig5_llm_size",
@@ -31,7 +39,7 @@ def test_reproduce_tiny(tmp_path, monkeypatch):
         with open(out / f"{data}.csv") as f:
             assert len(list(csv.reader(f))) > 2, data
     table = done["comparison table"]
-    for method in ("random", "edge_only", "greedy", "knn", "icl tiny", "ppo", "oracle"):
+    for method in ("random", "edge_only", "greedy", "knn", "knn_value", "icl tiny", "ppo", "oracle"):
         assert f"| {method}" in table
     claims = done["paper's claims"]
     assert (out / "claims.md").read_text() == claims
@@ -41,7 +49,7 @@ def test_reproduce_tiny(tmp_path, monkeypatch):
         assert any(v in ln for v in ("**supported**", "**not supported**", "**direction only**", "**mixed**",
                                      "**not tested**")), ln
     n_runs = len(os.listdir(out / "runs"))
-    reproduce.main(["--out", str(out), "--model", "tiny"], lm=lm)            # everything cached: no new run
+    reproduce.main(["--out", str(out), "--model", "tiny", "--figures", ""], lm=lm)   # all cached: no new run
     assert len(os.listdir(out / "runs")) == n_runs
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{START}\nold\n{END}\nrest\n")
