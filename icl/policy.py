@@ -51,7 +51,8 @@ class ICLConfig:
     describe: bool = False             # value: the action-form description before the header (a cached prefix)
     value_rule: str = "contrast"       # value: expected grade; contrast: the grades' log-probabilities minus
                                        # their mean over actions first (removes any per-grade prior exactly)
-    calibrate: bool = False            # action: subtract each answer's log-likelihood for a content-free prompt
+    calibrate: bool = False            # subtract each answer's (action) or each action's grade (value)
+                                       # log-likelihood for a content-free prompt
     max_new_tokens: int = 8            # generate: answer length limit
     max_rows: int = 16                 # value: prompts per forward pass
     dtype: str = "float32"
@@ -247,6 +248,12 @@ class ICLPolicy(DemoPolicy):
             if any(len(lm.encode(str(g), special=False)) != 1 for g in range(N_GRADES)):
                 raise ValueError(f"model {cfg.model!r}: the grades 0-9 must be single tokens for decide = value")
             self.needs_fallback = False
+            self.value_bias = np.zeros((self.n_actions, N_GRADES))
+            if cfg.calibrate:
+                # content-free calibration per action: the grades each branch gets with no record and no task
+                self.value_bias = lm.branch_logprobs(
+                    ["N/A"], [[f" load N/A -> {a}:" for a in sim_cfg.action_names]], self.grade_ids,
+                    prefix=self.values.prefix)[0]
             return
         has_template = getattr(lm.tokenizer, "chat_template", None)
         wrap = (lambda s: lm.chat_prompt(s)) if has_template else (lambda s: s + "\nAnswer:")
@@ -291,7 +298,7 @@ class ICLPolicy(DemoPolicy):
 
     def choose(self, feats, types, demos, fallback):
         if self.cfg.decide == "value":
-            v = value_estimates(self.value_logprobs(feats, types, demos), self.cfg.value_rule)
+            v = value_estimates(self.value_logprobs(feats, types, demos) - self.value_bias, self.cfg.value_rule)
             return v.argmax(-1).astype(np.int32)
         pool = self.pool
         lines = [[self.prompts.demo_line(pool.features[j], pool.task_type[j], pool.action[j], pool.reward[j])

@@ -19,6 +19,7 @@ same queries and pools. Designs:
                    decided by the contrast rule (the default, ``icl.policy.value_estimates``)
   value-expected   the same log-probabilities, decided by the plain expected grade (no extra LLM call)
   value-describe   value with the action-form description in its cached prefix
+  value-calibrated value with each action's grades for a content-free prompt subtracted first
   action           the paper's form: each action's name scored as the answer (slow: ~800 tokens a prompt)
 The last line is one JSON object for the first design.
 """
@@ -47,7 +48,7 @@ from jaxsim.config import ConfigError, load_config
 from jaxsim.params import make_params
 from jaxsim.rollout import episode_keys
 
-DESIGNS = ("value", "value-expected", "value-describe", "action")
+DESIGNS = ("value", "value-expected", "value-describe", "value-calibrated", "action")
 QUERY_SEED, POOL_SEED, ROLLOUT_SEED = 1, 2, 3     # fold_in offsets: queries, pool and rollout see other episodes
 
 
@@ -138,7 +139,7 @@ def run_design(design: str, pol, q: Queries, pool: ExperiencePool, warm: int = 8
     demos = pol.select(feats, types)
     lp = None
     if isinstance(pol, ICLPolicy) and pol.cfg.decide == "value":
-        lp = pol.value_logprobs(feats, types, demos)
+        lp = pol.value_logprobs(feats, types, demos) - pol.value_bias
         chosen = value_estimates(lp, pol.cfg.value_rule).argmax(-1)
     else:
         chosen = pol.choose(feats, types, demos, fb)
@@ -154,6 +155,7 @@ def design_config(design: str, base: ICLConfig) -> ICLConfig:
     if design == "action":
         return dataclasses.replace(base, decide="action")
     return dataclasses.replace(base, decide="value", describe=design == "value-describe",
+                               calibrate=design == "value-calibrated",
                                value_rule="expected" if design == "value-expected" else "contrast")
 
 

@@ -226,7 +226,8 @@ def parse_args(argv=None):
     g.add_argument("--value-rule", help="value: expected (expected grade) or contrast (grade log-probabilities "
                    "minus their mean over actions first) (expected)")
     g.add_argument("--calibrate", action="store_true", default=None,
-                   help="action: subtract each answer's log-likelihood for a content-free prompt (answer-prior bias)")
+                   help="subtract the log-likelihoods for a content-free prompt: each answer's (action) or each "
+                   "action's grades (value)")
     g.add_argument("--pool", help="start from this saved experience pool (orbax directory)")
     g.add_argument("--batch-episodes", default="auto", help="episodes decided together per wave, or auto: about "
                    "two full forwards of prompts per slot (icl.runner.auto_batch_episodes) (auto)")
