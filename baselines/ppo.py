@@ -28,7 +28,6 @@ over the slot's tasks). Absent tasks are masked out of every term.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from dataclasses import dataclass, field
 from functools import partial
@@ -44,14 +43,14 @@ from flax import serialization, struct
 from jaxsim import distributed, env
 from jaxsim.config import SimConfig, config_from_dict, config_to_dict
 from jaxsim.env import Observation
+from jaxsim.fields import ConfigError, Range, bounded, check_fields, flag
 from jaxsim.params import EnvParams, make_params
 
 from .ppo_networks import (Actor, Critic, Normalizer, global_features, masked_entropy, masked_log_prob,
                            n_global_features, n_task_features, task_features)
 
 
-class PPOConfigError(ValueError):
-    """A PPO hyperparameter is outside its allowed range."""
+_WIDTH = Range(1, 4096, integer=True)
 
 
 # --------------------------------------------------------------------------
@@ -59,60 +58,34 @@ class PPOConfigError(ValueError):
 # --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PPOConfig:
-    seed: int = 0                  # used by the scripts; train() takes its key explicitly
-    n_envs: int = 64               # parallel environments = episodes per update
-    n_updates: int = 150           # PPO updates (each: n_envs full episodes)
-    update_epochs: int = 4
-    n_minibatches: int = 8         # minibatches of slots per epoch (must divide n_envs x horizon)
-    lr: float = 1e-3
-    anneal_lr: bool = True         # linear decay to 0 over the whole run
-    max_grad_norm: float = 0.5
-    gamma: float = 0.9             # per slot
-    gae_lambda: float = 0.9
-    clip_eps: float = 0.2
-    ent_coef: float = 0.003
-    vf_coef: float = 0.5
-    hidden: tuple[int, ...] = (64, 64)
-    checkpoint_every: int = 25     # updates per jitted segment / between checkpoints; 0: one segment
-    keep_checkpoints: int = 3
+    seed: int = bounded(0, 0, 2**31 - 1, integer=True)     # used by the scripts; train() takes its key explicitly
+    n_envs: int = bounded(64, 1, 65536, integer=True)      # parallel environments = episodes per update
+    n_updates: int = bounded(150, 1, 10_000_000, integer=True)   # PPO updates (each: n_envs full episodes)
+    update_epochs: int = bounded(4, 1, 100, integer=True)
+    n_minibatches: int = bounded(8, 1, 65536, integer=True)  # minibatches of slots per epoch (divides n_envs x horizon)
+    lr: float = bounded(1e-3, 0.0, 1.0, lo_open=True)
+    anneal_lr: bool = flag(True)                           # linear decay to 0 over the whole run
+    max_grad_norm: float = bounded(0.5, 0.0, 1e6, lo_open=True)
+    gamma: float = bounded(0.9, 0.0, 1.0)                  # per slot
+    gae_lambda: float = bounded(0.9, 0.0, 1.0)
+    clip_eps: float = bounded(0.2, 0.0, 10.0, lo_open=True)
+    ent_coef: float = bounded(0.003, 0.0, 10.0)
+    vf_coef: float = bounded(0.5, 0.0, 100.0)
+    hidden: tuple[int, ...] = (64, 64)                     # layer widths, each in [1, 4096]
+    checkpoint_every: int = bounded(25, 0, 10_000_000, integer=True)  # updates per jitted segment; 0: one segment
+    keep_checkpoints: int = bounded(3, 1, 1000, integer=True)
 
     def validate(self, env_params: EnvParams | None = None) -> "PPOConfig":
-        def num(name, lo, hi, integer=False, lo_open=False):
-            v = getattr(self, name)
-            ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
-            if isinstance(v, bool) or not ok_type or (not integer and not math.isfinite(v)):
-                kind = "an integer" if integer else "a finite number"
-                raise PPOConfigError(f"PPOConfig.{name} = {v!r}: must be {kind} in"
-                                     f" {'(' if lo_open else '['}{lo:g}, {hi:g}]")
-            if v < lo or v > hi or (lo_open and v == lo):
-                raise PPOConfigError(f"PPOConfig.{name} = {v!r} is out of range: allowed "
-                                     f"{'(' if lo_open else '['}{lo:g}, {hi:g}]")
-
-        num("seed", 0, 2**31 - 1, integer=True)
-        num("n_envs", 1, 65536, integer=True)
-        num("n_updates", 1, 10_000_000, integer=True)
-        num("update_epochs", 1, 100, integer=True)
-        num("n_minibatches", 1, 65536, integer=True)
-        num("lr", 0.0, 1.0, lo_open=True)
-        num("max_grad_norm", 0.0, 1e6, lo_open=True)
-        num("gamma", 0.0, 1.0)
-        num("gae_lambda", 0.0, 1.0)
-        num("clip_eps", 0.0, 10.0, lo_open=True)
-        num("ent_coef", 0.0, 10.0)
-        num("vf_coef", 0.0, 100.0)
-        num("checkpoint_every", 0, 10_000_000, integer=True)
-        num("keep_checkpoints", 1, 1000, integer=True)
-        if not isinstance(self.anneal_lr, bool):
-            raise PPOConfigError(f"PPOConfig.anneal_lr = {self.anneal_lr!r}: must be True or False")
-        if (not isinstance(self.hidden, tuple) or not self.hidden
-                or any(isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= 4096 for h in self.hidden)):
-            raise PPOConfigError(f"PPOConfig.hidden = {self.hidden!r}: must be a non-empty tuple of integers "
-                                 "in [1, 4096]")
+        check_fields(self, "ppo")
+        if not isinstance(self.hidden, tuple) or not self.hidden:
+            raise ConfigError(f"ppo.hidden = {self.hidden!r}: must be a non-empty tuple of integers in [1, 4096]")
+        for i, h in enumerate(self.hidden):
+            _WIDTH.check(f"ppo.hidden[{i}]", h)
         if env_params is not None:
             n_slots = self.n_envs * env_params.horizon
             if n_slots % self.n_minibatches:
-                raise PPOConfigError(f"PPOConfig.n_minibatches = {self.n_minibatches} must divide n_envs x horizon "
-                                     f"= {self.n_envs} x {env_params.horizon} = {n_slots}")
+                raise ConfigError(f"ppo.n_minibatches = {self.n_minibatches} must divide n_envs x horizon "
+                                  f"= {self.n_envs} x {env_params.horizon} = {n_slots}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,7 +96,7 @@ class PPOConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise PPOConfigError(f"PPOConfig: unknown field(s) {unknown}; allowed: {sorted(known)}")
+            raise ConfigError(f"ppo: unknown field(s) {unknown}; allowed: {sorted(known)}")
         d = dict(d)
         if "hidden" in d:
             d["hidden"] = tuple(d["hidden"])
@@ -318,7 +291,7 @@ def train_mesh(cfg: PPOConfig):
     if n == 1:
         return None
     if cfg.n_envs % n:
-        raise PPOConfigError(f"PPOConfig.n_envs = {cfg.n_envs}: must be a multiple of the device count {n} "
+        raise ConfigError(f"ppo.n_envs = {cfg.n_envs}: must be a multiple of the device count {n} "
                              "(environments are sharded over all devices)")
     return distributed.episode_mesh()
 
@@ -410,7 +383,7 @@ def train(key, cfg: PPOConfig, env_params: EnvParams, *, ckpt_dir=None, sim_conf
     if ckpt_dir is not None and latest_checkpoint(ckpt_dir) is not None:
         runner, saved_cfg, meta = restore_checkpoint(ckpt_dir, env_params)
         if saved_cfg != cfg:
-            raise PPOConfigError(f"checkpoint in {str(ckpt_dir)!r} was written with a different PPOConfig "
+            raise ConfigError(f"checkpoint in {str(ckpt_dir)!r} was written with a different PPOConfig "
                                  f"({saved_cfg}); expected {cfg}")
         metrics = {k: list(meta["metrics"][k]) for k in METRIC_NAMES}
         resumed = int(runner.update)
@@ -482,11 +455,12 @@ def load_ppo_policy(path, env_params: EnvParams | None = None, deterministic: bo
     elif env_params is not None:
         train_params = env_params
     else:
-        raise ValueError(f"checkpoint {path!r} holds no scenario config: pass env_params")
+        raise ConfigError(f"checkpoint {path!r} holds no scenario config: pass env_params")
     if env_params is not None:
         for name in ("n_actions", "n_types"):
             if getattr(env_params, name) != getattr(train_params, name):
-                raise ValueError(f"env_params.{name} = {getattr(env_params, name)} but the policy in {path!r} was "
-                                 f"trained with {name} = {getattr(train_params, name)}")
+                raise ConfigError(f"--checkpoint {path!r}: the scenario has {name} = {getattr(env_params, name)} but "
+                                  f"the policy was trained with {name} = {getattr(train_params, name)}; allowed "
+                                  f"{getattr(train_params, name)}")
     runner, cfg, _ = restore_checkpoint(path, train_params, meta["update"])
     return ppo_policy, policy_params_from(runner, cfg, env_params or train_params, deterministic)

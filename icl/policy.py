@@ -20,15 +20,17 @@ All explore: with probability epsilon (x decay^episode) a task gets a uniformly 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from jaxsim.config import SimConfig
+from jaxsim.fields import bounded, check_fields, flag, one_of
 
 from .pool import STRATEGIES, ExperiencePool
-from .prompt import BASE_FEATURES, N_GRADES, PromptBuilder, ValuePrompts, grade_reward, reward_grade
+from .prompt import BASE_FEATURES, N_GRADES, PromptBuilder, ValuePrompts, grade_reward, reward_grade, task_features
 
 
 DECIDE = ("value", "action", "generate")
@@ -37,56 +39,29 @@ VALUE_RULES = ("expected", "contrast")
 
 @dataclass(frozen=True)
 class ICLConfig:
-    model: str = "smollm2-135m"        # registered name, .gguf path or checkpoint folder
-    shots: int = 6                     # demonstrations per prompt (value: shots // actions of each action)
-    select: str = "nearest"            # random | recent | nearest | ranked | state
-    epsilon: float = 0.1               # exploration probability
-    epsilon_decay: float = 1.0         # epsilon x decay^episode
-    tau: float = 0.25                  # ranked: score = reward - tau x distance
-    pool_size: int = 4096              # records kept (oldest dropped)
-    type_penalty: float = 2.0          # distance added between different task types
-    max_prompt_tokens: int = 2048      # action/generate prompt budget; demonstrations are dropped to fit
-    decide: str = "value"              # value: grade each action's outcome; action: log-likelihood of each
-                                       # action name; generate: free text, parsed
-    describe: bool = False             # value: the action-form description before the header (a cached prefix)
-    value_rule: str = "contrast"       # value: expected grade; contrast: the grades' log-probabilities minus
-                                       # their mean over actions first (removes any per-grade prior exactly)
-    calibrate: bool = False            # subtract each answer's (action) or each action's grade (value)
-                                       # log-likelihood for a content-free prompt
-    max_new_tokens: int = 8            # generate: answer length limit
-    max_rows: int = 16                 # value: prompts per forward pass
-    dtype: str = "float32"
-    seed: int = 0
+    model: str = "smollm2-135m"                          # registered name, .gguf path or checkpoint folder
+    shots: int = bounded(6, 0, 256, integer=True)        # demonstrations per prompt (value: shots // actions each)
+    select: str = one_of("nearest", STRATEGIES)
+    epsilon: float = bounded(0.1, 0.0, 1.0)              # exploration probability
+    epsilon_decay: float = bounded(1.0, 0.0, 1.0, lo_open=True)   # epsilon x decay^episode
+    tau: float = bounded(0.25, 0.0, 1e6)                 # ranked: score = reward - tau x distance
+    pool_size: int = bounded(4096, 1, 1 << 24, integer=True)      # records kept (oldest dropped)
+    type_penalty: float = bounded(2.0, 0.0, 1e6)         # distance added between different task types
+    max_prompt_tokens: int = bounded(2048, 16, 1 << 20, integer=True)  # action/generate prompt budget
+    decide: str = one_of("value", DECIDE)    # value: grade each action's outcome; action: log-likelihood of each
+                                             # action name; generate: free text, parsed
+    describe: bool = flag(False)             # value: the action-form description before the header (cached prefix)
+    value_rule: str = one_of("contrast", VALUE_RULES)   # value: expected grade; contrast: the grades'
+                                             # log-probabilities minus their mean over actions first
+    calibrate: bool = flag(False)            # subtract each answer's (action) or each action's grade (value)
+                                             # log-likelihood for a content-free prompt
+    max_new_tokens: int = bounded(8, 1, 256, integer=True)   # generate: answer length limit
+    max_rows: int = bounded(16, 1, 256, integer=True)        # value: prompts per forward pass
+    dtype: str = one_of("float32", ("float32", "bfloat16"))
+    seed: int = bounded(0, 0, 2**63 - 1, integer=True)
 
     def validate(self) -> "ICLConfig":
-        def bad(field, value, allowed):
-            raise ValueError(f"icl.{field} = {value!r} is out of range: allowed {allowed}")
-
-        def choice(field, allowed):
-            if getattr(self, field) not in allowed:
-                raise ValueError(f"icl.{field} = {getattr(self, field)!r}: unknown; allowed: {', '.join(allowed)}")
-        choice("select", STRATEGIES)
-        choice("decide", DECIDE)
-        choice("value_rule", VALUE_RULES)
-        choice("dtype", ("float32", "bfloat16"))
-        if not isinstance(self.shots, int) or self.shots < 0 or self.shots > 256:
-            bad("shots", self.shots, "[0, 256]")
-        if not 0.0 <= self.epsilon <= 1.0:
-            bad("epsilon", self.epsilon, "[0, 1]")
-        if not 0.0 < self.epsilon_decay <= 1.0:
-            bad("epsilon_decay", self.epsilon_decay, "(0, 1]")
-        if not self.tau >= 0:
-            bad("tau", self.tau, "[0, inf)")
-        if self.pool_size < 1:
-            bad("pool_size", self.pool_size, "[1, inf)")
-        if not self.type_penalty >= 0:
-            bad("type_penalty", self.type_penalty, "[0, inf)")
-        if self.max_prompt_tokens < 16:
-            bad("max_prompt_tokens", self.max_prompt_tokens, "[16, inf)")
-        if not 1 <= self.max_new_tokens <= 256:
-            bad("max_new_tokens", self.max_new_tokens, "[1, 256]")
-        if not isinstance(self.max_rows, int) or not 1 <= self.max_rows <= 256:
-            bad("max_rows", self.max_rows, "[1, 256]")
+        check_fields(self, "icl")
         return self
 
     @property
@@ -96,8 +71,10 @@ class ICLConfig:
 
 
 class DemoPolicy:
-    """Pool, selection, exploration and bookkeeping shared by the ICL policy and the kNN control."""
+    """Pool, selection, exploration and bookkeeping shared by the ICL policy and the kNN control; a host policy
+    (``experiment.host.HostPolicy``)."""
 
+    needs_fallback = False
     name = "demo"
 
     def __init__(self, sim_cfg: SimConfig, cfg: ICLConfig, pool: ExperiencePool | None = None):
@@ -122,14 +99,14 @@ class DemoPolicy:
     def choose(self, feats: np.ndarray, types: np.ndarray, demos: list, fallback: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def decide(self, feats: np.ndarray, types: np.ndarray, mask: np.ndarray, episodes: np.ndarray,
-               fallback: np.ndarray | None = None) -> np.ndarray:
-        """Actions [B, U] for the tasks of B episodes (feats [B, U, F], types/mask [B, U]).
+    def decide(self, obs, episodes: np.ndarray, fallback: np.ndarray | None = None) -> np.ndarray:
+        """Actions [B, U] for the tasks of B episodes (``obs``: their observations as NumPy arrays [B, U, ...]).
 
         fallback [B, U]: the action used when a free-text answer names no action (the greedy heuristic's,
         from the runner); without it such a task gets a random action. Either way it is counted.
         """
         t0 = time.perf_counter()
+        feats, types, mask = task_features(obs)
         actions = self.rng.integers(0, self.n_actions, size=mask.shape).astype(np.int32)
         eps = np.array([self.epsilon(int(e)) for e in episodes])[:, None]
         explore = mask & (self.rng.random(mask.shape) < eps)
@@ -145,11 +122,19 @@ class DemoPolicy:
         self.stats["decide_s"] += time.perf_counter() - t0
         return actions
 
-    def observe(self, feats, types, mask, actions, rewards, episodes, slot: int) -> None:
+    def observe(self, obs, actions, rewards, episodes, slot: int) -> None:
         """Every decided task's outcome goes back into the pool."""
+        feats, types, mask = task_features(obs)
         b_i, u_i = np.nonzero(mask)
         self.pool.add(feats[b_i, u_i], types[b_i, u_i], actions[b_i, u_i], rewards[b_i, u_i],
                       np.asarray(episodes)[b_i], np.full(len(b_i), slot))
+
+    def save_experience(self, directory: str) -> None:
+        """The pool (orbax, atomic) under ``directory``/pool."""
+        self.pool.save(os.path.join(directory, "pool"))
+
+    def load_experience(self, directory: str) -> None:
+        self.pool = ExperiencePool.load(os.path.join(directory, "pool"), self.cfg.type_penalty)
 
     def get_state(self) -> dict:
         """JSON-able state besides the pool (random generator, counters), for resuming a run exactly."""
@@ -355,13 +340,15 @@ class ICLPolicy(DemoPolicy):
         return s
 
 
-def make_host_policy(name: str, sim_cfg: SimConfig, cfg: ICLConfig, lm=None) -> DemoPolicy:
+def make_host_policy(name: str, sim_cfg: SimConfig, cfg: ICLConfig, lm=None,
+                     pool: ExperiencePool | None = None) -> DemoPolicy:
+    """The ICL policy or one of its no-LLM controls, optionally starting from a saved ``pool``."""
     if name == "icl":
-        return ICLPolicy(sim_cfg, cfg, lm=lm)
+        return ICLPolicy(sim_cfg, cfg, lm=lm, pool=pool)
     if name == "knn":
-        return KNNPolicy(sim_cfg, cfg)
+        return KNNPolicy(sim_cfg, cfg, pool)
     if name == "knn_value":
-        return KNNValuePolicy(sim_cfg, cfg)
+        return KNNValuePolicy(sim_cfg, cfg, pool)
     raise ValueError(f"host policy {name!r}: unknown; allowed: icl, knn, knn_value")
 
 

@@ -2,7 +2,7 @@
 
 Every number of the system model is a field here; the kernel reads only what
 :func:`jaxsim.params.make_params` derives from a validated :class:`SimConfig`.
-Configs load from and save to TOML (``load_config`` / ``save_config``).
+Configs load from TOML (``load_config``) and write back to it (``config_toml``).
 Validation runs before any compute and raises :class:`ConfigError` naming the
 field, the value and the allowed range.
 """
@@ -12,163 +12,124 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tempfile
 import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import tomli_w
 
+from .fields import ConfigError, Range, bounded, check_fields, check_name, check_unique, flag, one_of
 
-class ConfigError(ValueError):
-    """A configuration field holds a value outside its allowed range."""
-
-
-# --------------------------------------------------------------------------
-# small validation helpers
-# --------------------------------------------------------------------------
-def _num(path: str, value: Any, lo: float | None = None, hi: float | None = None,
-         lo_open: bool = False, hi_open: bool = False, integer: bool = False, allow_inf: bool = False) -> None:
-    kind = "an integer" if integer else "a number"
-    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok_type:
-        raise ConfigError(f"{path} = {value!r}: must be {kind}")
-    if not integer and math.isnan(value):
-        raise ConfigError(f"{path} = nan: must be {kind}")
-    lo_s = "-inf" if lo is None else f"{lo:g}"
-    hi_s = "inf" if hi is None else f"{hi:g}"
-    rng = f"{'(' if lo_open else '['}{lo_s}, {hi_s}{')' if hi_open or hi is None else ']'}"
-    if lo is not None and (value < lo or (lo_open and value == lo)):
-        raise ConfigError(f"{path} = {value!r} is out of range: allowed {rng}")
-    if hi is not None and (value > hi or (hi_open and value == hi)):
-        raise ConfigError(f"{path} = {value!r} is out of range: allowed {rng}")
-    if not integer and math.isinf(value) and not allow_inf:
-        raise ConfigError(f"{path} = {value!r}: must be finite, allowed {rng}")
-
-
-def _choice(path: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{path} = {value!r}: unknown; allowed: {', '.join(allowed)}")
+__all__ = ["ConfigError", "SimConfig", "load_config", "config_from_dict", "config_to_dict", "config_toml"]
 
 
 # --------------------------------------------------------------------------
-# sections
+# sections: every field's allowed range is declared beside its default (jaxsim.fields)
 # --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EpisodeConfig:
-    slot_s: float = 1.0      # slot length, s
-    horizon: int = 50        # slots per episode
+    slot_s: float = bounded(1.0, 0.0, 3600.0, lo_open=True)     # slot length, s
+    horizon: int = bounded(50, 1, 100_000, integer=True)        # slots per episode
 
     def validate(self, p: str) -> None:
-        _num(f"{p}.slot_s", self.slot_s, 0.0, 3600.0, lo_open=True)
-        _num(f"{p}.horizon", self.horizon, 1, 100_000, integer=True)
+        check_fields(self, p)
 
 
 @dataclass(frozen=True)
 class TopologyConfig:
-    n_cells: int = 3            # base stations on a hexagonal grid, one edge server each
-    isd_m: float = 200.0        # inter-site distance, m (3GPP UMi)
-    h_bs_m: float = 10.0        # BS antenna height, m
-    h_ut_m: float = 1.5         # user height, m
-    users_per_cell: int = 8     # users dropped per cell
-    min_dist_m: float = 10.0    # minimum 2D BS-user distance, m
+    n_cells: int = bounded(3, 1, 37, integer=True)              # base stations on a hexagonal grid, one edge server each
+    isd_m: float = bounded(200.0, 0.0, 10_000.0, lo_open=True)  # inter-site distance, m (3GPP UMi)
+    h_bs_m: float = bounded(10.0, 1.0, 100.0)                   # BS antenna height, m
+    h_ut_m: float = bounded(1.5, 1.0, 22.5)                     # user height, m
+    users_per_cell: int = bounded(8, 1, 256, integer=True)      # users dropped per cell
+    min_dist_m: float = bounded(10.0, 0.0, 2_500.0)             # minimum 2D BS-user distance, m; also <= isd_m / 4
 
     def validate(self, p: str) -> None:
-        _num(f"{p}.n_cells", self.n_cells, 1, 37, integer=True)
-        _num(f"{p}.isd_m", self.isd_m, 0.0, 10_000.0, lo_open=True)
-        _num(f"{p}.h_bs_m", self.h_bs_m, 1.0, 100.0)
-        _num(f"{p}.h_ut_m", self.h_ut_m, 1.0, 22.5)
-        _num(f"{p}.users_per_cell", self.users_per_cell, 1, 256, integer=True)
-        _num(f"{p}.min_dist_m", self.min_dist_m, 0.0, self.isd_m / 4)
+        check_fields(self, p)
+        if self.min_dist_m > self.isd_m / 4:
+            raise ConfigError(f"{p}.min_dist_m = {self.min_dist_m!r} is out of range: allowed [0, isd_m / 4] = "
+                              f"[0, {self.isd_m / 4:g}]")
 
 
 INTERFERENCE_MODES = ("full", "activity", "none")
 ALLOCATORS = ("equal", "proportional", "min_delay")
 
-# 3GPP TS 38.101-1 Table 5.3.2-1: maximum transmission bandwidth N_RB (FR1)
+# maximum transmission bandwidth N_RB per subcarrier spacing (kHz) and channel bandwidth (MHz):
+# 3GPP TS 38.101-1 Table 5.3.2-1 (FR1: 15, 30, 60 kHz) and TS 38.101-2 Table 5.3.2-1 (FR2: 120 kHz)
 NRB_TABLE: dict[int, dict[int, int]] = {
-    15: {5: 25, 10: 52, 15: 79, 20: 106, 25: 133, 30: 160, 40: 216, 50: 270},
-    30: {5: 11, 10: 24, 15: 38, 20: 51, 25: 65, 30: 78, 40: 106, 50: 133, 60: 162,
+    15: {5: 25, 10: 52, 15: 79, 20: 106, 25: 133, 30: 160, 35: 188, 40: 216, 45: 242, 50: 270},
+    30: {5: 11, 10: 24, 15: 38, 20: 51, 25: 65, 30: 78, 35: 92, 40: 106, 45: 119, 50: 133, 60: 162,
          70: 189, 80: 217, 90: 245, 100: 273},
-    60: {10: 11, 15: 18, 20: 24, 25: 31, 30: 38, 40: 51, 50: 65, 60: 79, 70: 93,
-         80: 107, 90: 121, 100: 135},
+    60: {10: 11, 15: 18, 20: 24, 25: 31, 30: 38, 35: 44, 40: 51, 45: 58, 50: 65, 60: 79, 70: 93,
+         80: 107, 90: 121, 100: 135, 200: 264},
+    120: {50: 32, 100: 66, 200: 132, 400: 264},
 }
+NUMEROLOGIES_KHZ = tuple(float(k) for k in NRB_TABLE)
 
 
-def n_rb_for(bandwidth_mhz: float, scs_khz: float) -> int:
-    """Resource blocks for a channel bandwidth and subcarrier spacing (TS 38.101-1)."""
-    table = NRB_TABLE.get(int(scs_khz))
-    if table is None or int(bandwidth_mhz) not in table or bandwidth_mhz != int(bandwidth_mhz):
-        raise ConfigError(f"radio: no TS 38.101-1 entry for {bandwidth_mhz} MHz at {scs_khz} kHz")
-    return table[int(bandwidth_mhz)]
+def max_resource_blocks(bandwidth_mhz: float, scs_khz: float) -> int | None:
+    """N_RB of the 3GPP table for a channel bandwidth and subcarrier spacing, None where it has no entry."""
+    if bandwidth_mhz != int(bandwidth_mhz):
+        return None
+    return NRB_TABLE.get(int(scs_khz), {}).get(int(bandwidth_mhz))
 
 
 @dataclass(frozen=True)
 class RadioConfig:
-    carrier_ghz: float = 3.5
-    bandwidth_mhz: float = 20.0
-    scs_khz: float = 30.0
-    n_rb: int = 51                  # resource blocks of 12 subcarriers
-    bs_power_dbm: float = 30.0      # split evenly over RBs
-    ue_power_dbm: float = 23.0      # spread with constant PSD over the band (per RB: P/n_rb)
-    noise_psd_dbm_hz: float = -174.0
-    ue_nf_db: float = 9.0
-    bs_nf_db: float = 5.0
-    shadow_los_db: float = 4.0
-    shadow_nlos_db: float = 7.82
-    interference: str = "full"      # full | activity | none
-    allocator: str = "min_delay"    # equal | proportional | min_delay
-    integer_rbs: bool = False       # round shares to whole RBs (each transfer >= 1 RB)
-    shannon_gap_db: float = 0.0
-    max_se_bps_hz: float = math.inf  # spectral-efficiency cap, bit/s/Hz
+    carrier_ghz: float = bounded(3.5, 0.5, 100.0)
+    bandwidth_mhz: float = bounded(20.0, 0.0, 400.0, lo_open=True)
+    scs_khz: float = one_of(30.0, NUMEROLOGIES_KHZ)        # 3GPP numerology: 15 x 2^mu kHz
+    n_rb: int | None = None     # resource blocks of 12 subcarriers; None: the table's N_RB for bandwidth and SCS
+    bs_power_dbm: float = bounded(30.0, -30.0, 80.0)       # split evenly over RBs
+    ue_power_dbm: float = bounded(23.0, -30.0, 40.0)       # spread with constant PSD over the band (per RB: P/n_rb)
+    noise_psd_dbm_hz: float = bounded(-174.0, -200.0, -100.0)
+    ue_nf_db: float = bounded(9.0, 0.0, 30.0)
+    bs_nf_db: float = bounded(5.0, 0.0, 30.0)
+    shadow_los_db: float = bounded(4.0, 0.0, 30.0)
+    shadow_nlos_db: float = bounded(7.82, 0.0, 30.0)
+    interference: str = one_of("full", INTERFERENCE_MODES)
+    allocator: str = one_of("min_delay", ALLOCATORS)
+    integer_rbs: bool = flag(False)                        # round shares to whole RBs (each transfer >= 1 RB)
+    shannon_gap_db: float = bounded(0.0, 0.0, 20.0)
+    max_se_bps_hz: float = bounded(math.inf, 0.0, None, lo_open=True, allow_inf=True)  # spectral-efficiency cap
 
     @property
     def rb_bandwidth_hz(self) -> float:
         return 12 * self.scs_khz * 1e3
 
+    @property
+    def resource_blocks(self) -> int:
+        """The RBs used: ``n_rb`` when given, else the 3GPP table's N_RB."""
+        return self.n_rb if self.n_rb is not None else max_resource_blocks(self.bandwidth_mhz, self.scs_khz)
+
     def validate(self, p: str) -> None:
-        _num(f"{p}.carrier_ghz", self.carrier_ghz, 0.5, 100.0)
-        _num(f"{p}.bandwidth_mhz", self.bandwidth_mhz, 0.0, 400.0, lo_open=True)
-        _num(f"{p}.scs_khz", self.scs_khz, 15.0, 120.0)
-        _num(f"{p}.n_rb", self.n_rb, 1, 3300, integer=True)
-        max_rb = int(self.bandwidth_mhz * 1e3 // (12 * self.scs_khz))
-        if self.n_rb > max_rb:
-            raise ConfigError(f"{p}.n_rb = {self.n_rb} is out of range: {self.n_rb} RBs of "
-                              f"{12 * self.scs_khz:g} kHz exceed {self.bandwidth_mhz:g} MHz; allowed [1, {max_rb}]")
-        _num(f"{p}.bs_power_dbm", self.bs_power_dbm, -30.0, 80.0)
-        _num(f"{p}.ue_power_dbm", self.ue_power_dbm, -30.0, 40.0)
-        _num(f"{p}.noise_psd_dbm_hz", self.noise_psd_dbm_hz, -200.0, -100.0)
-        _num(f"{p}.ue_nf_db", self.ue_nf_db, 0.0, 30.0)
-        _num(f"{p}.bs_nf_db", self.bs_nf_db, 0.0, 30.0)
-        _num(f"{p}.shadow_los_db", self.shadow_los_db, 0.0, 30.0)
-        _num(f"{p}.shadow_nlos_db", self.shadow_nlos_db, 0.0, 30.0)
-        _choice(f"{p}.interference", self.interference, INTERFERENCE_MODES)
-        _choice(f"{p}.allocator", self.allocator, ALLOCATORS)
-        if not isinstance(self.integer_rbs, bool):
-            raise ConfigError(f"{p}.integer_rbs = {self.integer_rbs!r}: must be true or false")
-        _num(f"{p}.shannon_gap_db", self.shannon_gap_db, 0.0, 20.0)
-        _num(f"{p}.max_se_bps_hz", self.max_se_bps_hz, 0.0, None, lo_open=True, allow_inf=True)
+        check_fields(self, p)
+        table = max_resource_blocks(self.bandwidth_mhz, self.scs_khz)
+        if self.n_rb is None:
+            if table is None:
+                bws = ", ".join(f"{b:g}" for b in NRB_TABLE[int(self.scs_khz)])
+                raise ConfigError(f"{p}.bandwidth_mhz = {self.bandwidth_mhz!r}: no 3GPP N_RB entry at {self.scs_khz:g} "
+                                  f"kHz; allowed {bws} MHz, or give {p}.n_rb")
+            return
+        max_rb = table if table is not None else int(self.bandwidth_mhz * 1e3 // (12 * self.scs_khz))
+        if isinstance(self.n_rb, bool) or not isinstance(self.n_rb, int) or not 1 <= self.n_rb <= max_rb:
+            raise ConfigError(f"{p}.n_rb = {self.n_rb!r} is out of range: {self.bandwidth_mhz:g} MHz at "
+                              f"{self.scs_khz:g} kHz holds {max_rb} RBs; allowed an integer in [1, {max_rb}]")
 
 
 @dataclass(frozen=True)
 class TaskType:
     name: str
-    prompt_tokens: float        # mean prompt length, tokens
-    output_tokens: float        # mean output length, tokens
-    bits_per_output_token: float
-    budget_s: float             # delay budget, s
-    min_quality: float          # quality floor in [0, 1]
-    weight: float = 1.0         # relative arrival share
+    prompt_tokens: float = bounded(dataclasses.MISSING, 1.0, 1e6)         # mean prompt length, tokens
+    output_tokens: float = bounded(dataclasses.MISSING, 1.0, 1e6)         # mean output length, tokens
+    bits_per_output_token: float = bounded(dataclasses.MISSING, 1.0, 1e9)
+    budget_s: float = bounded(dataclasses.MISSING, 0.0, 1e5, lo_open=True)  # delay budget, s
+    min_quality: float = bounded(dataclasses.MISSING, 0.0, 1.0)           # quality floor
+    weight: float = bounded(1.0, 0.0, 1e6)                                # relative arrival share
 
     def validate(self, p: str) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise ConfigError(f"{p}.name = {self.name!r}: must be a non-empty string")
-        _num(f"{p}.prompt_tokens", self.prompt_tokens, 1.0, 1e6)
-        _num(f"{p}.output_tokens", self.output_tokens, 1.0, 1e6)
-        _num(f"{p}.bits_per_output_token", self.bits_per_output_token, 1.0, 1e9)
-        _num(f"{p}.budget_s", self.budget_s, 0.0, 1e5, lo_open=True)
-        _num(f"{p}.min_quality", self.min_quality, 0.0, 1.0)
-        _num(f"{p}.weight", self.weight, 0.0, 1e6)
+        check_name(f"{p}.name", self.name)
+        check_fields(self, p)
 
 
 def _default_task_types() -> tuple[TaskType, ...]:
@@ -183,22 +144,18 @@ def _default_task_types() -> tuple[TaskType, ...]:
 
 @dataclass(frozen=True)
 class TrafficConfig:
-    p_task: float = 0.5             # Bernoulli task probability per user per slot
-    token_sigma: float = 0.4        # log-normal sigma of token counts (mean preserved)
-    prompt_bits_per_token: float = 32.0
+    p_task: float = bounded(0.5, 0.0, 1.0)                 # Bernoulli task probability per user per slot
+    token_sigma: float = bounded(0.4, 0.0, 2.0)            # log-normal sigma of token counts (mean preserved)
+    prompt_bits_per_token: float = bounded(32.0, 1.0, 1e6)
     task_types: tuple[TaskType, ...] = field(default_factory=_default_task_types)
 
     def validate(self, p: str) -> None:
-        _num(f"{p}.p_task", self.p_task, 0.0, 1.0)
-        _num(f"{p}.token_sigma", self.token_sigma, 0.0, 2.0)
-        _num(f"{p}.prompt_bits_per_token", self.prompt_bits_per_token, 1.0, 1e6)
+        check_fields(self, p)
         if not self.task_types:
             raise ConfigError(f"{p}.task_types: at least one task type is required")
-        names = [t.name for t in self.task_types]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"{p}.task_types: duplicate names {names}")
         for i, t in enumerate(self.task_types):
             t.validate(f"{p}.task_types[{i}]")
+        check_unique(f"{p}.task_types", [t.name for t in self.task_types])
         if sum(t.weight for t in self.task_types) <= 0:
             raise ConfigError(f"{p}.task_types: weights must not all be 0")
 
@@ -207,14 +164,13 @@ class TrafficConfig:
 class Hardware:
     """One accelerator: dense peak rate, memory bandwidth and memory (datasheets)."""
     name: str
-    peak_flops: float        # FLOP/s, dense FP16/BF16
-    mem_bw_bytes_s: float    # bytes/s
-    mem_bytes: float         # bytes
+    peak_flops: float = bounded(dataclasses.MISSING, 0.0, 1e18, lo_open=True)       # FLOP/s, dense FP16/BF16
+    mem_bw_bytes_s: float = bounded(dataclasses.MISSING, 0.0, 1e15, lo_open=True)   # bytes/s
+    mem_bytes: float = bounded(dataclasses.MISSING, 0.0, 1e15, lo_open=True)        # bytes
 
     def validate(self, p: str) -> None:
-        _num(f"{p}.peak_flops", self.peak_flops, 0.0, 1e18, lo_open=True)
-        _num(f"{p}.mem_bw_bytes_s", self.mem_bw_bytes_s, 0.0, 1e15, lo_open=True)
-        _num(f"{p}.mem_bytes", self.mem_bytes, 0.0, 1e15, lo_open=True)
+        check_name(f"{p}.name", self.name)
+        check_fields(self, p)
 
 
 def _default_hardware() -> tuple[Hardware, ...]:
@@ -229,13 +185,13 @@ def _default_hardware() -> tuple[Hardware, ...]:
 class LLMModel:
     """Shape of a served LLM (Hugging Face config) and its quality per task type."""
     name: str
-    n_params: float
-    n_layers: int
-    n_kv_heads: int
-    head_dim: int
-    d_model: int
-    bytes_per_weight: float = 2.0    # FP16 / BF16
-    bytes_per_kv: float = 2.0
+    n_params: float = bounded(dataclasses.MISSING, 1e6, 1e13)
+    n_layers: int = bounded(dataclasses.MISSING, 1, 1000, integer=True)
+    n_kv_heads: int = bounded(dataclasses.MISSING, 1, 1024, integer=True)
+    head_dim: int = bounded(dataclasses.MISSING, 1, 4096, integer=True)
+    d_model: int = bounded(dataclasses.MISSING, 1, 1 << 17, integer=True)
+    bytes_per_weight: float = bounded(2.0, 0.125, 8.0)     # FP16 / BF16
+    bytes_per_kv: float = bounded(2.0, 0.125, 8.0)
     quality: dict[str, float] = field(default_factory=dict)   # task type -> [0, 1]
 
     @property
@@ -243,20 +199,17 @@ class LLMModel:
         return 2 * self.n_layers * self.n_kv_heads * self.head_dim * self.bytes_per_kv
 
     def validate(self, p: str, type_names: list[str]) -> None:
-        _num(f"{p}.n_params", self.n_params, 1e6, 1e13)
-        _num(f"{p}.n_layers", self.n_layers, 1, 1000, integer=True)
-        _num(f"{p}.n_kv_heads", self.n_kv_heads, 1, 1024, integer=True)
-        _num(f"{p}.head_dim", self.head_dim, 1, 4096, integer=True)
-        _num(f"{p}.d_model", self.d_model, 1, 1 << 17, integer=True)
-        _num(f"{p}.bytes_per_weight", self.bytes_per_weight, 0.125, 8.0)
-        _num(f"{p}.bytes_per_kv", self.bytes_per_kv, 0.125, 8.0)
+        check_name(f"{p}.name", self.name)
+        check_fields(self, p)
+        if not isinstance(self.quality, dict):
+            raise ConfigError(f"{p}.quality = {self.quality!r}: must be a table of task type = quality in [0, 1]")
         for t in type_names:
             if t not in self.quality:
                 raise ConfigError(f"{p}.quality: missing task type {t!r} (have {sorted(self.quality)})")
         for t, q in self.quality.items():
             if t not in type_names:
                 raise ConfigError(f"{p}.quality.{t}: unknown task type; allowed: {', '.join(type_names)}")
-            _num(f"{p}.quality.{t}", q, 0.0, 1.0)
+            _QUALITY.check(f"{p}.quality.{t}", q)
 
 
 def _default_models() -> tuple[LLMModel, ...]:
@@ -273,6 +226,7 @@ def _default_models() -> tuple[LLMModel, ...]:
     )
 
 
+_QUALITY = Range(0.0, 1.0)
 SITES = ("edge", "cloud")
 
 
@@ -287,21 +241,19 @@ class Action:
     """
     name: str
     model: str
-    site: str
-    hardware: str
-    n_gpus: int = 1
-    bg_max_seqs: int = 0
-    bg_step_seqs: int = 0
+    site: str = one_of(dataclasses.MISSING, SITES)
+    hardware: str = dataclasses.field(default=dataclasses.MISSING)
+    n_gpus: int = bounded(1, 1, 1024, integer=True)
+    bg_max_seqs: int = bounded(0, 0, 1_000_000, integer=True)
+    bg_step_seqs: int = bounded(0, 0, 1_000_000, integer=True)
 
     def validate(self, p: str, models: list[str], hardware: list[str]) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise ConfigError(f"{p}.name = {self.name!r}: must be a non-empty string")
-        _choice(f"{p}.model", self.model, tuple(models))
-        _choice(f"{p}.site", self.site, SITES)
-        _choice(f"{p}.hardware", self.hardware, tuple(hardware))
-        _num(f"{p}.n_gpus", self.n_gpus, 1, 1024, integer=True)
-        _num(f"{p}.bg_max_seqs", self.bg_max_seqs, 0, 1_000_000, integer=True)
-        _num(f"{p}.bg_step_seqs", self.bg_step_seqs, 0, 1_000_000, integer=True)
+        check_name(f"{p}.name", self.name)
+        check_fields(self, p)
+        if isinstance(self.model, (list, dict)) or self.model not in models:
+            raise ConfigError(f"{p}.model = {self.model!r}: unknown; allowed: {', '.join(models)}")
+        if isinstance(self.hardware, (list, dict)) or self.hardware not in hardware:
+            raise ConfigError(f"{p}.hardware = {self.hardware!r}: unknown; allowed: {', '.join(hardware)}")
         if self.site == "edge" and self.bg_max_seqs:
             raise ConfigError(f"{p}.bg_max_seqs = {self.bg_max_seqs}: edge servers carry no background; allowed [0, 0]")
 
@@ -316,53 +268,43 @@ def _default_actions() -> tuple[Action, ...]:
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    eta_compute: float = 0.5          # achieved fraction of peak FLOP/s
-    eta_memory: float = 0.8           # achieved fraction of memory bandwidth
-    kv_reserve_tokens: int = 1024     # KV tokens reserved per admitted sequence (sets b_max)
-    bg_context_tokens: int = 1024     # mean context of a background sequence, tokens
-    max_server_seqs: int = 128        # own (this network's) sequences a server tracks; more are refused
-    reject_delay_factor: float = 2.0  # a refused task is charged delay = factor x budget, quality 0
-    prefill_attention: bool = True    # add 2 n_layer L^2 d_model to the prefill FLOPs
+    eta_compute: float = bounded(0.5, 0.0, 1.0, lo_open=True)              # achieved fraction of peak FLOP/s
+    eta_memory: float = bounded(0.8, 0.0, 1.0, lo_open=True)               # achieved fraction of memory bandwidth
+    kv_reserve_tokens: int = bounded(1024, 1, 10_000_000, integer=True)    # KV tokens reserved per sequence (b_max)
+    bg_context_tokens: int = bounded(1024, 0, 10_000_000, integer=True)    # mean context of a background sequence
+    max_server_seqs: int = bounded(128, 1, 65_536, integer=True)   # own sequences a server tracks; more are refused
+    reject_delay_factor: float = bounded(2.0, 1.0, 100.0)  # a refused task is charged factor x budget, quality 0
+    prefill_attention: bool = flag(True)                   # add 2 n_layer L^2 d_model to the prefill FLOPs
 
     def validate(self, p: str) -> None:
-        _num(f"{p}.eta_compute", self.eta_compute, 0.0, 1.0, lo_open=True)
-        _num(f"{p}.eta_memory", self.eta_memory, 0.0, 1.0, lo_open=True)
-        _num(f"{p}.kv_reserve_tokens", self.kv_reserve_tokens, 1, 10_000_000, integer=True)
-        _num(f"{p}.bg_context_tokens", self.bg_context_tokens, 0, 10_000_000, integer=True)
-        _num(f"{p}.max_server_seqs", self.max_server_seqs, 1, 65_536, integer=True)
-        _num(f"{p}.reject_delay_factor", self.reject_delay_factor, 1.0, 100.0)
-        if not isinstance(self.prefill_attention, bool):
-            raise ConfigError(f"{p}.prefill_attention = {self.prefill_attention!r}: must be true or false")
+        check_fields(self, p)
 
 
 @dataclass(frozen=True)
 class BackhaulConfig:
-    latency_s: float = 0.025     # one-way edge-cloud latency, s
-    rate_bps: float = 10e9       # edge-cloud transfer rate, bit/s
+    latency_s: float = bounded(0.025, 0.0, 10.0)                 # one-way edge-cloud latency, s
+    rate_bps: float = bounded(10e9, 0.0, 1e13, lo_open=True)     # edge-cloud transfer rate, bit/s
 
     def validate(self, p: str) -> None:
-        _num(f"{p}.latency_s", self.latency_s, 0.0, 10.0)
-        _num(f"{p}.rate_bps", self.rate_bps, 0.0, 1e13, lo_open=True)
+        check_fields(self, p)
 
 
 @dataclass(frozen=True)
 class RewardConfig:
-    w_delay: float = 0.5
-    w_miss: float = 1.0
+    w_delay: float = bounded(0.5, 0.0, 100.0)
+    w_miss: float = bounded(1.0, 0.0, 100.0)
 
     def validate(self, p: str) -> None:
-        _num(f"{p}.w_delay", self.w_delay, 0.0, 100.0)
-        _num(f"{p}.w_miss", self.w_miss, 0.0, 100.0)
+        check_fields(self, p)
 
 
 @dataclass(frozen=True)
 class OracleConfig:
-    max_exhaustive_tasks: int = 4   # exhaustive over K^n assignments of the first n tasks of a slot
-    sweeps: int = 1                 # coordinate-ascent sweeps over all tasks afterwards
+    max_exhaustive_tasks: int = bounded(4, 0, 12, integer=True)   # exhaustive over K^n assignments of a slot's first n
+    sweeps: int = bounded(1, 0, 16, integer=True)                 # coordinate-ascent sweeps over all tasks afterwards
 
     def validate(self, p: str) -> None:
-        _num(f"{p}.max_exhaustive_tasks", self.max_exhaustive_tasks, 0, 12, integer=True)
-        _num(f"{p}.sweeps", self.sweeps, 0, 16, integer=True)
+        check_fields(self, p)
 
 
 @dataclass(frozen=True)
@@ -409,6 +351,12 @@ class SimConfig:
 
     # ---- validation -----------------------------------------------------
     def validate(self) -> "SimConfig":
+        for name in ("episode", "topology", "radio", "traffic", "inference", "backhaul", "reward", "oracle"):
+            if not dataclasses.is_dataclass(getattr(self, name)):
+                raise ConfigError(f"{name} = {getattr(self, name)!r}: must be a table")
+        for name, rows in (("hardware", self.hardware), ("models", self.models), ("actions", self.actions)):
+            if not isinstance(rows, tuple) or not all(dataclasses.is_dataclass(r) for r in rows):
+                raise ConfigError(f"{name} = {rows!r}: must be an array of tables")
         self.episode.validate("episode")
         self.topology.validate("topology")
         self.radio.validate("radio")
@@ -417,19 +365,18 @@ class SimConfig:
             raise ConfigError("hardware: at least one accelerator is required")
         for i, h in enumerate(self.hardware):
             h.validate(f"hardware[{i}]")
+        check_unique("hardware", [h.name for h in self.hardware])
         if not self.models:
             raise ConfigError("models: at least one model is required")
         for i, m in enumerate(self.models):
             m.validate(f"models[{i}]", self.type_names)
-        if len(self.actions) < 2:
+        check_unique("models", [m.name for m in self.models])
+        if not 2 <= len(self.actions) <= 8:
             raise ConfigError(f"actions: {len(self.actions)} given; allowed [2, 8]")
-        if len(self.actions) > 8:
-            raise ConfigError(f"actions: {len(self.actions)} given; allowed [2, 8]")
-        names = self.action_names
-        if len(set(names)) != len(names):
-            raise ConfigError(f"actions: duplicate names {names}")
         for i, a in enumerate(self.actions):
             a.validate(f"actions[{i}]", [m.name for m in self.models], [h.name for h in self.hardware])
+        check_unique("actions", self.action_names)
+        for i, a in enumerate(self.actions):
             bmax = self.b_max(a)
             if bmax < 1:
                 raise ConfigError(f"actions[{i}] ({a.name}): {a.model} leaves no KV memory on "
@@ -470,6 +417,8 @@ def _build(cls: type, data: Any, path: str) -> Any:
 
 def config_from_dict(data: dict[str, Any]) -> SimConfig:
     """Build and validate a config from a nested dict (missing sections take defaults)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: must be a table of sections, got {type(data).__name__}")
     base = SimConfig()
     unknown = sorted(set(data) - set(_SECTIONS) - set(_TABLES) - {"traffic"})
     if unknown:
@@ -479,6 +428,8 @@ def config_from_dict(data: dict[str, Any]) -> SimConfig:
         if name in data:
             kw[name] = _build(cls, data[name], name)
     if "traffic" in data:
+        if not isinstance(data["traffic"], dict):
+            raise ConfigError(f"traffic: must be a table, got {type(data['traffic']).__name__}")
         tr = dict(data["traffic"])
         if "task_types" in tr:
             tts = tr["task_types"]
@@ -498,7 +449,7 @@ def config_from_dict(data: dict[str, Any]) -> SimConfig:
 def config_to_dict(cfg: SimConfig) -> dict[str, Any]:
     def conv(x: Any) -> Any:
         if dataclasses.is_dataclass(x):
-            return {f.name: conv(getattr(x, f.name)) for f in fields(x)}
+            return {f.name: conv(getattr(x, f.name)) for f in fields(x) if getattr(x, f.name) is not None}
         if isinstance(x, tuple):
             return [conv(v) for v in x]
         if isinstance(x, dict):
@@ -521,24 +472,6 @@ def load_config(path: str | os.PathLike | None) -> SimConfig:
     return config_from_dict(data)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write a file so that readers see the old or the new content, never a torn one."""
-    path = os.fspath(path)
-    d = os.path.dirname(path) or "."
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def save_config(cfg: SimConfig, path: str | os.PathLike) -> None:
-    """Save a config as TOML (atomically); ``load_config`` reads it back equal."""
-    atomic_write_bytes(path, tomli_w.dumps(config_to_dict(cfg)).encode())
+def config_toml(cfg: SimConfig) -> str:
+    """The config as TOML text; ``config_from_dict(tomllib.loads(text))`` reads it back equal."""
+    return tomli_w.dumps(config_to_dict(cfg))

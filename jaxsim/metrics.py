@@ -70,7 +70,13 @@ def episode_stats(out: dict, n_types: int, n_actions: int) -> dict[str, np.ndarr
     return jax.tree.map(np.asarray, _stats_batch({f: out[f] for f in fields}, EpisodeStats(n_types, n_actions)))
 
 
-def _per_episode(stats: dict, task_type: int | None) -> dict[str, np.ndarray]:
+def episode_table(stats: dict, task_type: int | None = None) -> dict[str, np.ndarray]:
+    """Per-episode reward, service quality, mean delay and quality, and task count, [E] each, from
+    per-episode ``EpisodeStats``.
+
+    reward: DESIGN.md §6 (mean over slots of the slot's mean task reward); with `task_type`,
+    the mean reward of that type's tasks instead. Episodes without such a task give NaN.
+    """
     n_t = np.asarray(stats["n"], np.float64)
     n = n_t.sum(-1) if task_type is None else n_t[:, task_type]
 
@@ -83,19 +89,10 @@ def _per_episode(stats: dict, task_type: int | None) -> dict[str, np.ndarray]:
             "quality": mean_of("quality"), "n_tasks": n}
 
 
-def episode_table(stats: dict, task_type: int | None = None) -> dict[str, np.ndarray]:
-    """Per-episode reward, service quality, mean delay and quality, and task count, [E] each.
-
-    reward: DESIGN.md §6 (mean over slots of the slot's mean task reward); with `task_type`,
-    the mean reward of that type's tasks instead. Episodes without such a task give NaN.
-    """
-    return _per_episode(stats, task_type)
-
-
 def summarise_stats(stats: dict, type_names: list[str]) -> dict:
     """Overall and per-task-type summaries with 95% intervals, from per-episode ``EpisodeStats``."""
     def block(tt):
-        em = _per_episode(stats, tt)
+        em = episode_table(stats, tt)
         d = {k: mean_ci(v) for k, v in em.items() if k != "n_tasks"}
         d["n_tasks"] = int(em["n_tasks"].sum())
         return d

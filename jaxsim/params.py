@@ -134,7 +134,7 @@ def make_params(cfg: SimConfig) -> EnvParams:
         return f32([fn(a, cfg.model(a.model), cfg.hw(a.hardware)) for a in servers])
 
     return EnvParams(
-        n_cells=top.n_cells, users_per_cell=top.users_per_cell, n_rb=rad.n_rb,
+        n_cells=top.n_cells, users_per_cell=top.users_per_cell, n_rb=rad.resource_blocks,
         n_actions=len(cfg.actions), n_types=len(tts), n_servers=len(servers),
         max_seqs=inf.max_server_seqs, horizon=cfg.episode.horizon,
         allocator=rad.allocator, interference=rad.interference, integer_rbs=rad.integer_rbs,
@@ -144,8 +144,8 @@ def make_params(cfg: SimConfig) -> EnvParams:
         cell_radius_m=f32(top.isd_m / math.sqrt(3)),
         h_bs_m=f32(top.h_bs_m), h_ut_m=f32(top.h_ut_m), min_dist_m=f32(top.min_dist_m),
         carrier_ghz=f32(rad.carrier_ghz), rb_hz=f32(rb_hz),
-        bs_power_rb_w=f32(dbm_to_w(rad.bs_power_dbm) / rad.n_rb),
-        ue_power_rb_w=f32(dbm_to_w(rad.ue_power_dbm) / rad.n_rb),
+        bs_power_rb_w=f32(dbm_to_w(rad.bs_power_dbm) / rad.resource_blocks),
+        ue_power_rb_w=f32(dbm_to_w(rad.ue_power_dbm) / rad.resource_blocks),
         noise_rb_ue_w=f32(n0_rb_w * 10 ** (rad.ue_nf_db / 10)),
         noise_rb_bs_w=f32(n0_rb_w * 10 ** (rad.bs_nf_db / 10)),
         shadow_los_db=f32(rad.shadow_los_db), shadow_nlos_db=f32(rad.shadow_nlos_db),

@@ -26,23 +26,48 @@ Policy = Callable[[jax.Array, env.Observation, Any], jax.Array]
 TASK_FIELDS = ("mask", "task_type", "action", "delay_s", *env.DELAY_PARTS, "quality", "success", "reward", "refused")
 
 
+# --------------------------------------------------------------------------
+# the key schedule: every runner (this jitted one, the host runner of the experiment layer) uses these
+# --------------------------------------------------------------------------
+def episode_key(key, episode):
+    """The key of episode ``episode`` of a run with base ``key``."""
+    return jax.random.fold_in(key, episode)
+
+
+def episode_keys(key, start: int, n: int):
+    """Keys of episodes start .. start + n - 1, [n, ...]."""
+    return jax.vmap(lambda i: episode_key(key, i))(jnp.arange(start, start + n))
+
+
+def split_episode_key(key, horizon: int):
+    """(reset key, slot keys [horizon, ...]) of one episode."""
+    k_reset, k_run = jax.random.split(key)
+    return k_reset, jax.random.split(k_run, horizon)
+
+
+def split_slot_key(key):
+    """(policy key, environment-step key) of one slot."""
+    k_pol, k_step = jax.random.split(key)
+    return k_pol, k_step
+
+
 def run_episode(key, params: EnvParams, policy: Policy, policy_params, collect_tasks: bool = True):
     """One episode: slot rewards [H] and (optionally) per-task info {field: [H, U]}.
 
     The policy receives the environment params when ``policy_params`` is None.
     """
     pp = params if policy_params is None else policy_params
-    k_reset, k_run = jax.random.split(key)
+    k_reset, slot_keys = split_episode_key(key, params.horizon)
     _, state = env.reset(k_reset, params)
 
     def body(state, k):
-        k_pol, k_step = jax.random.split(k)
+        k_pol, k_step = split_slot_key(k)
         action = policy(k_pol, env.get_obs(params, state), pp)
         _, state, reward, _, info = env.step(k_step, state, action, params)
         out = {f: info[f] for f in TASK_FIELDS} if collect_tasks else {}
         return state, (reward, out)
 
-    _, (rewards, tasks) = jax.lax.scan(body, state, jax.random.split(k_run, params.horizon))
+    _, (rewards, tasks) = jax.lax.scan(body, state, slot_keys)
     return rewards, tasks
 
 
@@ -72,10 +97,6 @@ def _run_sharded(keys: jax.Array, params, policy, policy_params, collect_tasks, 
     n = keys.shape[0]
     return jax.tree.map(lambda *xs: jax.make_array_from_single_device_arrays((n, *xs[0].shape[1:]), keys.sharding,
                                                                              list(xs)), *outs)
-
-
-def episode_keys(key, start: int, n: int):
-    return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(start, start + n))
 
 
 # --------------------------------------------------------------------------

@@ -41,10 +41,11 @@ from baselines.heuristics import greedy_policy
 from icl.policy import ICLConfig, ICLPolicy, KNNPolicy, KNNValuePolicy, value_estimates
 from icl.pool import ExperiencePool
 from icl.prompt import BASE_FEATURES
-from icl.runner import rollout_host
+from experiment.host import rollout_host
 from jaxsim import env
 from jaxsim.compilation import compile_counts, use_persistent_cache
-from jaxsim.config import ConfigError, load_config
+from jaxsim.config import load_config
+from jaxsim.fields import ConfigError
 from jaxsim.params import make_params
 from jaxsim.rollout import episode_keys
 

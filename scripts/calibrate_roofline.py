@@ -27,7 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsim.config import InferenceConfig, atomic_write_bytes
+from experiment.files import atomic_write_bytes
+from jaxsim.config import InferenceConfig
 from scripts.bench_llm import best_time, matmul_gflops
 from scripts.study import write_csv
 

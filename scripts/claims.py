@@ -13,7 +13,7 @@ within that noise, and as **not supported** when it points the other way.
 
 from __future__ import annotations
 
-from jaxsim.config import atomic_write_bytes
+from experiment.files import atomic_write_bytes
 from scripts import compare_table, fig_explore, fig_shots
 from scripts.study import ICL, Study, icl_label, mean_ci
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from jaxsim.config import atomic_write_bytes
+from experiment.files import atomic_write_bytes
 from scripts.study import ICL, Study, icl_label, mean_ci, study_args, write_csv
 START, END = "<!-- comparison:start -->", "<!-- comparison:end -->"
 

@@ -18,7 +18,8 @@ import json
 import os
 
 from icl.pool import STRATEGIES
-from jaxsim.config import SimConfig, save_config
+from experiment.files import save_config
+from jaxsim.config import SimConfig
 from scripts import montecarlo, train_ppo
 from scripts.compare_table import read_block_file, update_block
 

@@ -10,7 +10,6 @@ Figures are written as PNG with the numbers behind them as CSV.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import hashlib
 import io
@@ -23,7 +22,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxsim.config import EpisodeConfig, SimConfig, TopologyConfig, atomic_write_bytes, config_to_dict
+from experiment.files import atomic_write_bytes, write_csv
+from jaxsim.config import EpisodeConfig, SimConfig, TopologyConfig, config_to_dict
 from jaxsim.metrics import episode_metrics, summarise
 from jaxsim.params import make_params
 from jaxsim.rollout import rollout
@@ -113,15 +113,14 @@ class Study:
         extra: dict = {}
         t0 = time.perf_counter()
         if method in HOST:
-            from icl.policy import ICLConfig, ICLPolicy, make_host_policy
-            from icl.runner import auto_batch_episodes, rollout_host
+            from experiment import PolicyOptions, evaluate
+            from icl.policy import ICLConfig
             icfg = ICLConfig(**icl)
-            pol = (ICLPolicy(cfg, icfg, lm=self.language_model(icfg.model)) if method == "icl"
-                   else make_host_policy(method, cfg, icfg))
             log: list[dict] = []
-            batch = auto_batch_episodes(cfg.n_users, cfg.traffic.p_task, icfg.max_rows, self.n_episodes)
-            out = rollout_host(rkey, params, pol, self.n_episodes, batch_episodes=batch, log=log.append)
-            extra = {"host": pol.summary(), "learning": [r["reward"] for r in log]}
+            lm = self.language_model(icfg.model) if method == "icl" else None
+            out, extra = evaluate(method, cfg, self.n_episodes, self.seed, PolicyOptions(icl=icfg, lm=lm),
+                                  log=log.append)
+            extra["learning"] = [r["reward"] for r in log]
         elif method == "ppo":
             from baselines.ppo import PPOConfig, policy_params_from, ppo_policy, train
             n_up = ppo_updates or (3 if self.tiny else 20 if self.quick else 150)
@@ -133,9 +132,8 @@ class Study:
             out = rollout(rkey, params, ppo_policy, policy_params_from(res.runner, pcfg, params), self.n_episodes)
             extra.update(curve=res.metrics.get("episode_reward", []), episodes_per_update=pcfg.n_envs)
         else:
-            from baselines.registry import make_policy
-            pol, pp = make_policy(method, cfg)
-            out = rollout(rkey, params, pol, pp, self.n_episodes)
+            from experiment import evaluate
+            out, extra = evaluate(method, cfg, self.n_episodes, self.seed)
         wall = time.perf_counter() - t0
         summary = summarise(out, cfg.type_names, len(cfg.action_names))
         summary["wall_s"] = wall
@@ -154,14 +152,6 @@ def icl_label(study: Study) -> str:
 
 
 # ---------------------------------------------------------------------- output helpers
-def write_csv(path: str, header: list[str], rows) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(header)
-    w.writerows(rows)
-    atomic_write_bytes(path, buf.getvalue().encode())
-
-
 def save_figure(fig, path: str) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")

@@ -34,7 +34,7 @@ import numpy as np
 from baselines import greedy_policy, oracle_policy, random_policy
 from baselines.ppo import METRIC_NAMES, load_ppo_policy, train
 from jaxsim import distributed
-from jaxsim.config import atomic_write_bytes
+from experiment.files import atomic_write_bytes
 from scripts.bench_ppo import EVAL_KEY_OFFSET, SegmentClock, add_ppo_args, evaluate, parse_setup
 
 

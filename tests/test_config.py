@@ -5,13 +5,14 @@ import dataclasses
 import pytest
 
 from jaxsim.config import (Action, ConfigError, RadioConfig, SimConfig, TaskType, TrafficConfig, config_from_dict,
-                           load_config, save_config)
+                           load_config)
+from experiment.files import save_config
 from jaxsim.params import make_params
 
 
 def test_defaults_follow_design():
     cfg = SimConfig().validate()
-    assert cfg.radio.n_rb == 51 and cfg.topology.n_cells == 3 and cfg.n_users == 24
+    assert cfg.radio.resource_blocks == 51 and cfg.topology.n_cells == 3 and cfg.n_users == 24
     assert cfg.action_names == ["edge", "cloud_small", "cloud_large"]
     assert cfg.type_names == ["chat", "summarise", "code", "math", "image"]
 

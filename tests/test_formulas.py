@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxsim import allocation, channel, inference
-from jaxsim.config import RadioConfig, SimConfig, n_rb_for
+from jaxsim.config import RadioConfig, SimConfig, max_resource_blocks
 from jaxsim.params import make_params
 
 
@@ -27,9 +27,10 @@ def test_los_probability_hand_values():
 
 
 def test_resource_grid_20mhz_30khz():
-    assert n_rb_for(20, 30) == 51
+    assert max_resource_blocks(20, 30) == 51 and RadioConfig().resource_blocks == 51    # derived, not given
     assert RadioConfig().rb_bandwidth_hz == 360e3
-    assert n_rb_for(100, 30) == 273 and n_rb_for(20, 15) == 106
+    assert max_resource_blocks(100, 30) == 273 and max_resource_blocks(20, 15) == 106
+    assert max_resource_blocks(400, 120) == 264 and max_resource_blocks(17, 30) is None
 
 
 def test_capacity_at_0db_equals_bandwidth():

@@ -8,7 +8,7 @@ import pytest
 from icl.policy import ICLConfig, ICLPolicy, KNNPolicy
 from icl.pool import STRATEGIES, ExperiencePool
 from icl.prompt import PromptBuilder, task_features
-from icl.runner import rollout_host
+from experiment.host import SimpleHostPolicy, rollout_host
 from jaxsim import env
 from jaxsim.params import make_params
 from baselines import greedy_policy
@@ -65,7 +65,7 @@ def test_pool_save_restore(tmp_path):
 def test_config_errors():
     for kw, msg in ((dict(select="smart"), "icl.select = 'smart': unknown"), (dict(shots=-1), "icl.shots = -1"),
                     (dict(decide="score"), "icl.decide = 'score': unknown; allowed: value, action, generate"),
-                    (dict(max_rows=0), "icl.max_rows = 0 is out of range: allowed [1, 256]"),
+                    (dict(max_rows=0), "icl.max_rows = 0 is out of range: allowed an integer in [1, 256]"),
                     (dict(epsilon=1.5), "icl.epsilon = 1.5 is out of range: allowed [0, 1]")):
         with pytest.raises(ValueError, match=msg.replace("[", r"\[").replace("]", r"\]")):
             ICLConfig(**kw).validate()
@@ -113,15 +113,12 @@ def test_host_rollout_sees_the_same_episodes_as_jitted_rollout(tiny):
     rollout scans, and XLA fuses the two programs differently)."""
     p = make_params(tiny)
 
-    class EdgeOnly:
-        stats = {"decisions": 0}
+    class EdgeOnly(SimpleHostPolicy):
+        def decide(self, obs, episodes, fallback):
+            return np.zeros(obs.mask.shape, np.int32)
 
-        def decide(self, feats, types, mask, episodes, fallback=None):
-            return np.zeros(mask.shape, np.int32)
-
-        def observe(self, *a):
-            pass
-
+    with pytest.raises(TypeError, match="is not a HostPolicy"):
+        rollout_host(jax.random.PRNGKey(4), p, object(), 3)
     host = rollout_host(jax.random.PRNGKey(4), p, EdgeOnly(), 3, batch_episodes=2)
     jit = rollout(jax.random.PRNGKey(4), p, lambda k, o, pp: jax.numpy.zeros(o.mask.shape, jax.numpy.int32), None, 3)
     for k in ("mask", "task_type", "action", "refused"):

@@ -10,9 +10,9 @@ import pytest
 from icl.policy import ICLConfig, ICLPolicy, KNNValuePolicy, value_estimates, value_from_records
 from icl.pool import ExperiencePool
 from icl.prompt import BASE_FEATURES, N_GRADES, ValuePrompts, grade_reward, reward_grade
-from icl.runner import auto_batch_episodes, rollout_host
+from experiment.host import auto_batch_episodes, rollout_host
 from jaxsim.compilation import compile_counts, count_compiles
-from jaxsim.config import save_config
+from experiment.files import save_config
 from jaxsim.params import make_params
 
 from conftest import tiny_config

@@ -4,7 +4,7 @@ import csv
 import json
 import os
 
-from jaxsim.config import save_config
+from experiment.files import save_config
 from scripts import montecarlo
 
 from conftest import tiny_config
@@ -40,7 +40,7 @@ def test_montecarlo_run_and_resume(tmp_path, capsys):
 
 def test_montecarlo_bad_input(tmp_path, capsys):
     assert montecarlo.main(["--policies", "nope", "--out", str(tmp_path / "x")]) == 2
-    assert "unknown ['nope']" in capsys.readouterr().err
+    assert "--policies: 'nope' unknown; allowed: random" in capsys.readouterr().err
     assert montecarlo.main(["--episodes", "0", "--out", str(tmp_path / "x")]) == 2
     assert "--episodes = 0" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from baselines import random_policy
-from baselines.ppo import (PPOConfig, PPOConfigError, Transition, gae, load_ppo_policy, loss_fn, policy_params_from,
+from baselines.ppo import (PPOConfig, Transition, gae, load_ppo_policy, loss_fn, policy_params_from,
                            ppo_policy, restore_checkpoint, train)
 from baselines.ppo_networks import Actor, Critic, global_features, task_features
 from jaxsim import env
 from jaxsim.config import EpisodeConfig, SimConfig, TopologyConfig
+from jaxsim.fields import ConfigError
 from jaxsim.params import make_params
 from jaxsim.rollout import rollout
 
@@ -142,22 +143,22 @@ def test_gae_slot_advantage_is_mean_of_task_advantages():
 
 
 @pytest.mark.parametrize("field,value,needle", [
-    ("lr", -1.0, "PPOConfig.lr = -1.0 is out of range: allowed (0, 1]"),
-    ("gamma", 1.5, "PPOConfig.gamma = 1.5 is out of range: allowed [0, 1]"),
-    ("n_envs", 0, "PPOConfig.n_envs = 0 is out of range"),
-    ("update_epochs", 2.5, "PPOConfig.update_epochs = 2.5: must be an integer"),
-    ("hidden", (64, 0), "PPOConfig.hidden = (64, 0)"),
-    ("anneal_lr", "yes", "PPOConfig.anneal_lr = 'yes'"),
+    ("lr", -1.0, "ppo.lr = -1.0 is out of range: allowed (0, 1]"),
+    ("gamma", 1.5, "ppo.gamma = 1.5 is out of range: allowed [0, 1]"),
+    ("n_envs", 0, "ppo.n_envs = 0 is out of range"),
+    ("update_epochs", 2.5, "ppo.update_epochs = 2.5: must be an integer"),
+    ("hidden", (64, 0), "ppo.hidden[1] = 0 is out of range: allowed an integer in [1, 4096]"),
+    ("anneal_lr", "yes", "ppo.anneal_lr = 'yes'"),
 ])
 def test_config_validation(field, value, needle):
-    with pytest.raises(PPOConfigError) as err:
+    with pytest.raises(ConfigError) as err:
         dataclasses.replace(PPOConfig(), **{field: value}).validate()
     assert needle in str(err.value)
 
 
 def test_config_validation_against_scenario_before_compute(env_params):
     bad = dataclasses.replace(CFG, n_minibatches=7)      # 16 envs x 10 slots = 160 slots
-    with pytest.raises(PPOConfigError, match="n_minibatches = 7 must divide n_envs x horizon = 16 x 10 = 160"):
+    with pytest.raises(ConfigError, match="n_minibatches = 7 must divide n_envs x horizon = 16 x 10 = 160"):
         train(jax.random.PRNGKey(0), bad, env_params)
-    with pytest.raises(PPOConfigError, match="unknown field"):
+    with pytest.raises(ConfigError, match="unknown field"):
         PPOConfig.from_dict({"learning_rate": 0.1})

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jaxsim import distributed, rollout as rollout_mod
-from jaxsim.config import save_config
+from experiment.files import save_config
 from scripts import montecarlo
 
 from conftest import tiny_config
@@ -74,21 +74,22 @@ def test_streamed_run_resumes_after_interruption_to_the_same_summary(tmp_path, m
     assert not (tmp_path / "whole" / "policies" / "greedy" / "tasks.csv").exists()
     assert not (tmp_path / "whole" / "policies" / "greedy" / "partial").exists()
 
-    real = montecarlo.rollout
+    from experiment import runs
+    real = runs.rollout
 
     def dies_after_first_chunk(*a, on_chunk=None, **kw):
         def save_then_die(first, out):
             on_chunk(first, out)
             raise KeyboardInterrupt
         return real(*a, on_chunk=save_then_die, **kw)
-    monkeypatch.setattr(montecarlo, "rollout", dies_after_first_chunk)
+    monkeypatch.setattr(runs, "rollout", dies_after_first_chunk)
     cut = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
         montecarlo.main(common + ["--out", str(cut), "--per-task", "off"])
     assert os.listdir(cut / "policies" / "greedy" / "partial") == ["chunk-000000000-3.npz"]
-    monkeypatch.setattr(montecarlo, "rollout", real)
+    monkeypatch.setattr(runs, "rollout", real)
     seen = []
-    monkeypatch.setattr(montecarlo, "rollout", lambda *a, **kw: seen.append(kw["first_episode"]) or real(*a, **kw))
+    monkeypatch.setattr(runs, "rollout", lambda *a, **kw: seen.append(kw["first_episode"]) or real(*a, **kw))
     assert montecarlo.main(common + ["--out", str(cut), "--per-task", "off"]) == 0
     assert seen == [3]                                    # resumed after the saved chunk
     assert _policies(cut) == _policies(tmp_path / "whole")

@@ -1,0 +1,290 @@
+"""Run directories: every policy of a comparison rolled out on the same episodes, summarised, written
+atomically and resumable.
+
+    run_policies(cfg, ["greedy", "knn"], RunSpec(episodes=16), "runs/x")
+
+writes into the run directory (a rerun with the same directory, config, seed, episode count and options
+skips the policies already finished; an interrupted one resumes from its finished chunks or waves):
+  config.toml, run.json                         what was run
+  policies/<name>/episodes.csv                  per-episode metrics
+  policies/<name>/tasks.csv                     per-task outcomes and delay parts (``RunSpec.per_task``)
+  policies/<name>/partial/                      chunks or waves finished so far (removed when the policy is done)
+  policies/<name>/summary.json                  means with 95% intervals, per task type
+  policies/<name>/learning.csv                  host policies: per-episode reward, decisions/s, counters
+  policies/<name>/pool                          host policies with experience: the pool at the end
+  summary.json                                  all policies
+
+Device policies run over every device of every process (``jaxsim.rollout``; process 0 writes); host
+policies in one process (``experiment.host``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from jaxsim import distributed
+from jaxsim.compilation import compile_counts, use_persistent_cache
+from jaxsim.config import SimConfig, config_to_dict
+from jaxsim.fields import ConfigError
+from jaxsim.metrics import EpisodeStats, episode_stats, episode_table, summarise_stats
+from jaxsim.params import EnvParams, make_params
+from jaxsim.rollout import TASK_FIELDS, rollout
+
+from .files import save_config, write_csv, write_json, write_npz
+from .host import auto_batch_episodes, rollout_host
+from .registry import PolicyOptions, is_host, make_policy
+
+PER_TASK_AUTO_MAX_EPISODES = 1000
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """How many episodes, from which seed, in what pieces."""
+    episodes: int = 16
+    seed: int = 0
+    chunk: int | str = "auto"             # device policies: episodes per compiled batch, or auto (free memory)
+    per_task: bool | None = None          # write tasks.csv; None: for runs of at most 1,000 episodes
+    batch_episodes: int | None = None     # host policies: episodes per wave; None: auto_batch_episodes
+
+    def validate(self) -> "RunSpec":
+        for name, v in (("episodes", self.episodes), ("seed", self.seed)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "episodes" else 0):
+                raise ConfigError(f"--{name} = {v!r}: allowed an integer >= {1 if name == 'episodes' else 0}")
+        if self.chunk != "auto" and (isinstance(self.chunk, bool) or not isinstance(self.chunk, int) or self.chunk < 1):
+            raise ConfigError(f"--chunk = {self.chunk!r}: allowed auto or an integer >= 1")
+        if self.batch_episodes is not None and (not isinstance(self.batch_episodes, int) or self.batch_episodes < 1):
+            raise ConfigError(f"--batch-episodes = {self.batch_episodes!r}: allowed auto or an integer >= 1")
+        return self
+
+    @property
+    def writes_tasks(self) -> bool:
+        return self.per_task if self.per_task is not None else self.episodes <= PER_TASK_AUTO_MAX_EPISODES
+
+
+def config_hash(cfg: SimConfig) -> str:
+    return hashlib.sha256(json.dumps(config_to_dict(cfg), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def default_run_dir(cfg: SimConfig, spec: RunSpec) -> str:
+    return os.path.join("runs", f"montecarlo-{config_hash(cfg)}-s{spec.seed}-e{spec.episodes}")
+
+
+def host_batch_episodes(cfg: SimConfig, spec: RunSpec, options: PolicyOptions) -> int:
+    return spec.batch_episodes or auto_batch_episodes(cfg.n_users, cfg.traffic.p_task, options.icl.max_rows,
+                                                      spec.episodes)
+
+
+def check_writable(run_dir: str) -> None:
+    """A clear error, before any compute, when the run directory cannot be created or written."""
+    probe = run_dir
+    while probe and not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    probe = probe or "."
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {run_dir!r}: {probe!r} is not a writable directory")
+
+
+# ---------------------------------------------------------------------- one policy's results
+def write_policy_results(pdir: str, stats: dict, cfg: SimConfig, extra: dict, out: dict | None = None) -> dict:
+    """Per-episode CSV, per-task CSV (when the full outputs ``out`` are given) and summary JSON of one
+    policy, from its per-episode ``EpisodeStats``; returns the summary."""
+    os.makedirs(pdir, exist_ok=True)
+    types, actions = cfg.type_names, cfg.action_names
+    em = episode_table(stats)
+    cols = [em[k] for k in ("reward", "service_quality", "delay_s", "quality")]
+    write_csv(os.path.join(pdir, "episodes.csv"),
+              ["episode", "reward", "service_quality", "mean_delay_s", "mean_quality", "n_tasks"],
+              ([e, *(f"{c[e]:.6g}" for c in cols), int(em["n_tasks"][e])] for e in range(len(em["reward"]))))
+    summary = {**summarise_stats(stats, types), **extra, "actions": actions}
+    write_json(os.path.join(pdir, "summary.json"), summary)
+    if out is None:
+        return summary
+    e_i, t_i, u_i = np.nonzero(out["mask"])
+    num = [f for f in TASK_FIELDS if f not in ("mask", "task_type", "action", "success", "refused")]
+    rows = zip(e_i, t_i, u_i, (types[k] for k in out["task_type"][e_i, t_i, u_i]),
+               (actions[k] for k in out["action"][e_i, t_i, u_i]),
+               *([f"{x:.6g}" for x in out[f][e_i, t_i, u_i]] for f in num),
+               out["success"][e_i, t_i, u_i].astype(int), out["refused"][e_i, t_i, u_i].astype(int))
+    write_csv(os.path.join(pdir, "tasks.csv"), ["episode", "slot", "user", "task_type", "action", *num, "success",
+                                                "refused"], rows)
+    return summary
+
+
+def run_device_policy(key, params: EnvParams, policy, pparams, spec: RunSpec, pdir: str, bar, resume: bool,
+                      reducer: EpisodeStats) -> tuple[dict | None, dict | None]:
+    """A jittable policy over every device of every process, chunk by chunk; process 0 saves each
+    finished chunk under partial/, and a resumed run starts after the last contiguous one.
+    Returns (per-episode stats, full outputs or None)."""
+    part = os.path.join(pdir, "partial")
+    chunks: list[dict] = []
+    if distributed.is_writer():
+        if resume and os.path.isdir(part):
+            for name in sorted(os.listdir(part)):
+                m = re.fullmatch(r"chunk-(\d+)-(\d+)\.npz", name)
+                if m is None:
+                    continue                                  # e.g. a temporary file of an interrupted write
+                if int(m[1]) != sum(len(c["slot_reward"]) for c in chunks):
+                    break
+                with np.load(os.path.join(part, name)) as z:
+                    chunks.append({k: z[k] for k in z.files})
+        else:
+            shutil.rmtree(part, ignore_errors=True)
+        os.makedirs(part, exist_ok=True)
+    done = int(distributed.broadcast_from_writer(np.int32(sum(len(c["slot_reward"]) for c in chunks))))
+    bar.update(done)
+
+    def save(first, out):
+        if distributed.is_writer():
+            write_npz(os.path.join(part, f"chunk-{first:09d}-{len(out['slot_reward'])}.npz"), out)
+    if done < spec.episodes:
+        new = rollout(key, params, policy, pparams, spec.episodes - done, chunk=spec.chunk, progress=bar.update,
+                      first_episode=done, reduce=None if spec.writes_tasks else reducer, on_chunk=save)
+        chunks.append(new)
+    out = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]} if distributed.is_writer() else None
+    if out is None:
+        return None, None
+    if spec.writes_tasks:
+        return episode_stats(out, reducer.n_types, reducer.n_actions), out
+    return out, None
+
+
+def run_host_policy(key, params: EnvParams, policy, spec: RunSpec, batch_episodes: int, pdir: str, bar,
+                    resume: bool) -> tuple[dict, dict]:
+    """A host policy in waves of episodes, saved after every wave (arrays, experience, policy state), so an
+    interrupted run resumes at the next wave with the same results; then the per-episode learning log and the
+    final experience. Returns (outputs, extra summary fields)."""
+    part = os.path.join(pdir, "partial")
+    state_path = os.path.join(part, "state.json")
+    log: list[dict] = []
+    done, acc = 0, None
+    c0 = compile_counts()
+    if resume and os.path.exists(state_path):
+        with open(state_path) as f:
+            st = json.load(f)
+        done, log = st["episodes_done"], st["log"]
+        with np.load(os.path.join(part, "episodes.npz")) as z:
+            acc = {k: z[k][:done] for k in z.files}
+        policy.load_experience(part)
+        policy.set_state(st["policy"])
+        bar.update(done)
+
+    def on_episode(rec):
+        log.append(rec)
+        bar.set_postfix(reward=f"{rec['reward']:.3f}", dec_s=f"{rec['decisions_per_s']:.1f}")
+
+    def on_wave(out, ep):
+        nonlocal acc
+        acc = out if acc is None else {k: np.concatenate([acc[k], out[k]]) for k in acc}
+        write_npz(os.path.join(part, "episodes.npz"), acc)
+        policy.save_experience(part)
+        write_json(state_path, {"episodes_done": int(ep[-1]) + 1, "policy": policy.get_state(), "log": log})
+
+    rollout_host(key, params, policy, spec.episodes, batch_episodes, progress=bar.update, log=on_episode,
+                 first_episode=done, on_wave=on_wave)
+    cols = list(log[0])
+    write_csv(os.path.join(pdir, "learning.csv"), cols, ([r.get(c) for c in cols] for r in log))
+    policy.save_experience(pdir)
+    return acc, {"host": {**policy.summary(), **{f"run_{k}": v - c0.get(k, 0) for k, v in compile_counts().items()}}}
+
+
+# ---------------------------------------------------------------------- a comparison
+def run_policies(cfg: SimConfig, names: list[str], spec: RunSpec = RunSpec(),
+                 run_dir: str | None = None, options: PolicyOptions = PolicyOptions(),
+                 progress: bool = True) -> tuple[str, dict[str, dict]]:
+    """Roll out every named policy on the same episodes into ``run_dir`` (default ``default_run_dir``); returns
+    (run_dir, {name: summary}) (summaries on the writing process only). Every input is checked, and every
+    policy built, before any rollout."""
+    spec = spec.validate()
+    host = [n for n in names if is_host(n, cfg)]
+    if host and jax.process_count() > 1:
+        raise ConfigError(f"--policies {','.join(host)}: host policies run in one process; "
+                          "run them without --coordinator / outside a multi-task job")
+    run_dir = run_dir or default_run_dir(cfg, spec)
+    check_writable(run_dir)
+    batch = host_batch_episodes(cfg, spec, options)
+    policies = {n: make_policy(n, cfg, options) for n in names}
+    if host:
+        use_persistent_cache()              # the LLM's programs: compiled once per machine, not once per run
+    params = make_params(cfg)
+    writer = distributed.is_writer()
+    meta = {"config_hash": config_hash(cfg), "seed": spec.seed, "episodes": spec.episodes,
+            "options": {"icl": dataclasses.asdict(options.icl) if host else None, "checkpoint": options.checkpoint,
+                        "batch_episodes": batch},
+            "devices": sorted({str(d.device_kind) for d in jax.devices()}), "device_count": jax.device_count(),
+            "process_count": jax.process_count(), "jax": jax.__version__}
+    meta_path = os.path.join(run_dir, "run.json")
+    same_run = False
+    if writer:
+        os.makedirs(run_dir, exist_ok=True)
+        if os.path.exists(meta_path):
+            with open(meta_path) as f:
+                old = json.load(f)
+            same_run = all(old.get(k) == meta[k] for k in ("config_hash", "seed", "episodes", "options"))
+        save_config(cfg, os.path.join(run_dir, "config.toml"))
+        write_json(meta_path, {**meta, "policies": names})
+    same_run = bool(distributed.broadcast_from_writer(np.int32(same_run)))
+    reducer = EpisodeStats(len(cfg.type_names), len(cfg.action_names))
+
+    summaries: dict[str, dict] = {}
+    summary_path = os.path.join(run_dir, "summary.json")
+    key = jax.random.PRNGKey(spec.seed)
+    for name, built in policies.items():
+        pdir = os.path.join(run_dir, "policies", name)
+        done_path = os.path.join(pdir, "summary.json")
+        finished = bool(distributed.broadcast_from_writer(np.int32(writer and same_run and os.path.exists(done_path))))
+        if finished:
+            if writer:
+                with open(done_path) as f:
+                    summaries[name] = json.load(f)
+                print(f"{name}: already in {pdir}, skipped")
+            continue
+        t0 = time.perf_counter()
+        extra: dict = {}
+        with tqdm(total=spec.episodes, desc=name, unit="ep", leave=False, disable=not (writer and progress)) as bar:
+            if name in host:
+                out, extra = run_host_policy(key, params, built, spec, batch, pdir, bar, same_run)
+                extra["icl"] = dataclasses.asdict(options.icl)
+                stats = episode_stats(out, reducer.n_types, reducer.n_actions)
+                out = out if spec.writes_tasks else None
+            else:
+                stats, out = run_device_policy(key, params, *built, spec, pdir, bar, same_run, reducer)
+        wall = time.perf_counter() - t0
+        if not writer:
+            continue
+        decisions = int(stats["n"].sum())
+        summaries[name] = write_policy_results(pdir, stats, cfg, {
+            "policy": name, "episodes": spec.episodes, "wall_s": wall,
+            "decisions_per_s": decisions / wall if wall > 0 else math.nan, **extra}, out)
+        shutil.rmtree(os.path.join(pdir, "partial"), ignore_errors=True)
+        write_json(summary_path, {"run": meta, "policies": summaries})
+    distributed.barrier("montecarlo-done")
+    if writer:
+        write_json(summary_path, {"run": meta, "policies": summaries})
+    return run_dir, summaries
+
+
+# ---------------------------------------------------------------------- in memory (the figure study)
+def evaluate(name: str, cfg: SimConfig, n_episodes: int, seed: int = 0, options: PolicyOptions = PolicyOptions(),
+             log=None) -> tuple[dict, dict]:
+    """Roll out one registered policy for ``n_episodes`` with no run directory: (outputs, extra), where extra
+    holds a host policy's summary."""
+    params = make_params(cfg)
+    key = jax.random.PRNGKey(seed)
+    if is_host(name, cfg):
+        pol = make_policy(name, cfg, options)
+        batch = host_batch_episodes(cfg, RunSpec(episodes=n_episodes, seed=seed), options)
+        return rollout_host(key, params, pol, n_episodes, batch_episodes=batch, log=log), {"host": pol.summary()}
+    pol, pp = make_policy(name, cfg, options)
+    return rollout(key, params, pol, pp, n_episodes), {}
