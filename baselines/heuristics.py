@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxsim import inference
+from jaxsim import allocation, channel, env, inference
 from jaxsim.env import Observation, task_reward
 from jaxsim.params import EnvParams
 
@@ -38,18 +38,14 @@ def estimate_rewards(obs: Observation, params: EnvParams):
     """
     a = jnp.arange(params.n_actions)
     srv = params.act_server_base[a]                                   # [A] a representative server
-    rate = params.rb_hz * jnp.minimum(jnp.log2(1.0 + 10.0 ** (obs.sinr_db / 10.0) / params.gap_lin), params.max_se)
+    rate = channel.rate_per_rb_bps(params, 10.0 ** (obs.sinr_db / 10.0))
     n_rb = params.n_rb / jnp.maximum(obs.n_cell_tasks, 1.0)
     ul_bits = obs.prompt_tokens * params.prompt_bits_per_token
     dl_bits = obs.output_tokens * params.bits_per_output_token[obs.task_type]
-    radio = (ul_bits + dl_bits) / jnp.maximum(n_rb * rate, 1e-9)      # [U]
-    cloud = ~params.act_is_edge                                       # [A]
-    backhaul = cloud[None, :] * (2.0 * params.backhaul_latency_s + (ul_bits + dl_bits)[:, None] / params.backhaul_bps)
+    radio = allocation.transfer_time_s(ul_bits + dl_bits, n_rb, rate)  # [U]
+    backhaul = env.backhaul_s(params, ~params.act_is_edge[None, :], (ul_bits + dl_bits)[:, None])   # [U, A]
     prefill = jax.vmap(lambda s: inference.prefill_s(params, s, obs.prompt_tokens), out_axes=1)(srv)
-    b = obs.load_seqs + 1.0                                            # [U, A]
-    step = (jnp.maximum(2.0 * params.srv_n_params[srv] * b / params.srv_flops[srv],
-                        (params.srv_weight_bytes[srv] + b * params.bg_context * params.srv_kv_bytes[srv])
-                        / params.srv_bw[srv]))
+    step = inference.decode_step_s(params, obs.load_seqs + 1.0, params.bg_context, srv)            # [U, A]
     delay = radio[:, None] + backhaul + prefill + obs.output_tokens[:, None] * step
     quality = params.quality[:, obs.task_type].T                       # [U, A]
     r, _ = task_reward(params, quality, delay, obs.budget_s[:, None], obs.min_quality[:, None])

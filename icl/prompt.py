@@ -14,8 +14,10 @@ from typing import Callable
 
 import numpy as np
 
+from jaxsim import inference
 from jaxsim.config import SimConfig
 from jaxsim.env import Observation
+from jaxsim.params import make_params
 
 # numeric features of a task, in the order of ``task_features`` (loads come last, one per action)
 BASE_FEATURES = ("prompt_tokens", "output_tokens", "budget_s", "min_quality", "sinr_db", "n_tasks")
@@ -56,14 +58,11 @@ class PromptBuilder:
         lines = [
             "You decide where each generative-AI task of a 6G network is served. Options:",
         ]
-        for a in cfg.actions:
-            m, h = cfg.model(a.model), cfg.hw(a.hardware)
-            inf = cfg.inference
-            b = 1 + a.bg_max_seqs // 2
-            bw = h.mem_bw_bytes_s * a.n_gpus * inf.eta_memory
-            fl = h.peak_flops * a.n_gpus * inf.eta_compute
-            step_ms = 1e3 * max(2 * m.n_params * b / fl,
-                                (m.n_params * m.bytes_per_weight + b * inf.bg_context_tokens * m.kv_bytes_per_token) / bw)
+        params = make_params(cfg)
+        for i, a in enumerate(cfg.actions):
+            m = cfg.model(a.model)
+            step_ms = 1e3 * float(inference.decode_step_s(params, 1 + a.bg_max_seqs // 2, params.bg_context,
+                                                          params.act_server_base[i]))
             q = ", ".join(f"{t} {m.quality[t]:.2f}" for t in self.types)
             where = ("the edge server of the user's cell, no backhaul" if a.site == "edge" else
                      f"the cloud, shared with other traffic, +{2e3 * cfg.backhaul.latency_s:.0f} ms backhaul")

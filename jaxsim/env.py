@@ -171,7 +171,7 @@ def evaluate(params: EnvParams, state: EnvState, action, radio: RadioDelays | No
     cloud = ~params.act_is_edge[action]
     dl_bits = state.output_tokens * params.bits_per_output_token[tt]
     ul_bits = state.prompt_tokens * params.prompt_bits_per_token
-    backhaul = cloud * (2.0 * params.backhaul_latency_s + (ul_bits + dl_bits) / params.backhaul_bps)
+    backhaul = backhaul_s(params, cloud, ul_bits + dl_bits)
     prefill = inference.prefill_s(params, server, state.prompt_tokens)
     budget, qmin = params.budget_s[tt], params.min_quality[tt]
     delay = radio.uplink_s + backhaul + wait + prefill + decode + radio.downlink_s
@@ -192,6 +192,12 @@ def slot_reward(info):
     """Mean reward over the slot's tasks (0 for an empty slot)."""
     n = info["mask"].sum()
     return jnp.where(n > 0, info["reward"].sum() / jnp.maximum(n, 1), 0.0)
+
+
+def backhaul_s(params: EnvParams, is_cloud, bits):
+    """Edge-cloud backhaul delay of a task served in the cloud, s: the round trip plus its prompt and
+    output (``bits`` both ways together) at the backhaul rate; 0 at the edge."""
+    return is_cloud * (2.0 * params.backhaul_latency_s + bits / params.backhaul_bps)
 
 
 def step(key, state: EnvState, action, params: EnvParams):

@@ -49,10 +49,13 @@ def empty_servers(params: EnvParams, bg_seqs) -> ServerState:
                        jnp.zeros((v, s), jnp.int32), jnp.zeros((v,), jnp.int32), bg_seqs.astype(jnp.int32))
 
 
-def decode_step_s(params: EnvParams, b, ctx_mean):
-    """Time of one decode step on every server, [V] (b, ctx_mean broadcast against [V])."""
-    compute = 2.0 * params.srv_n_params * b / params.srv_flops
-    memory = (params.srv_weight_bytes + b * ctx_mean * params.srv_kv_bytes) / params.srv_bw
+def decode_step_s(params: EnvParams, b, ctx_mean, server=None):
+    """Time of one decode step with b running sequences of mean context ctx_mean tokens, s: on every server
+    ([V], b and ctx_mean broadcast against it), or on ``server`` (an index array; b, ctx_mean broadcast
+    against its shape)."""
+    take = (lambda x: x) if server is None else (lambda x: x[server])      # noqa: E731
+    compute = 2.0 * take(params.srv_n_params) * b / take(params.srv_flops)
+    memory = (take(params.srv_weight_bytes) + b * ctx_mean * take(params.srv_kv_bytes)) / take(params.srv_bw)
     return jnp.maximum(compute, memory)
 
 
