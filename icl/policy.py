@@ -19,7 +19,6 @@ All explore: with probability epsilon (x decay^episode) a task gets a uniformly 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -350,7 +349,3 @@ def make_host_policy(name: str, sim_cfg: SimConfig, cfg: ICLConfig, lm=None,
     if name == "knn_value":
         return KNNValuePolicy(sim_cfg, cfg, pool)
     raise ValueError(f"host policy {name!r}: unknown; allowed: icl, knn, knn_value")
-
-
-def with_overrides(cfg: ICLConfig, **kw) -> ICLConfig:
-    return dataclasses.replace(cfg, **{k: v for k, v in kw.items() if v is not None}).validate()

@@ -16,12 +16,6 @@ from .params import EnvParams
 N_DROP_CANDIDATES = 8  # rejection sampling for the minimum distance: first valid of 8 draws
 
 
-def uniform(key, shape, lo=0.0, hi=1.0):
-    """U(lo, hi) float32 draws of `shape`: ``jax.random.uniform``'s values, by the unrolled threefry of
-    :mod:`jaxsim.prng` (fuses and vectorises on CPU, where JAX's own lowering is a rolled loop)."""
-    return prng.uniform(key, tuple(shape), lo, hi)
-
-
 def pathloss_umi_db(d2d_m, d3d_m, fc_ghz, h_ut_m):
     """TR 38.901 Table 7.4.1-1 UMi street canyon: (PL_LOS, PL_NLOS) in dB."""
     pl_los = 32.4 + 21.0 * jnp.log10(d3d_m) + 20.0 * jnp.log10(fc_ghz)
@@ -39,7 +33,7 @@ def los_probability_umi(d2d_m):
 def drop_users(key, params: EnvParams):
     """Users uniform in the hexagon of each cell (min distance to its BS), [U, 2] in m, cell-major."""
     m, upc, k = params.n_cells, params.users_per_cell, N_DROP_CANDIDATES
-    r = uniform(key, (m, upc, k, 3))             # one draw: triangle, then (u, v)
+    r = prng.uniform(key, (m, upc, k, 3))             # one draw: triangle, then (u, v)
     tri = jnp.floor(r[..., 0] * 6.0)
     uv = r[..., 1:]
     flip = uv.sum(-1, keepdims=True) > 1.0
@@ -63,7 +57,7 @@ def large_scale(key, params: EnvParams, ue_xy_m):
     d2d = jnp.linalg.norm(ue_xy_m[:, None, :] - params.bs_xy_m[None, :, :], axis=-1)
     d3d = jnp.sqrt(d2d ** 2 + (params.h_bs_m - params.h_ut_m) ** 2)
     pl_los, pl_nlos = pathloss_umi_db(d2d, d3d, params.carrier_ghz, params.h_ut_m)
-    u = uniform(key, (2, *d2d.shape), 1e-7, 1.0 - 1e-7)   # one draw
+    u = prng.uniform(key, (2, *d2d.shape), 1e-7, 1.0 - 1e-7)   # one draw
     los = u[0] < los_probability_umi(d2d)
     sigma = jnp.where(los, params.shadow_los_db, params.shadow_nlos_db)
     loss_db = jnp.where(los, pl_los, pl_nlos) + sigma * jax.scipy.special.ndtri(u[1])
@@ -77,7 +71,7 @@ def rayleigh_fading(key, params: EnvParams):
     -log(1 - u): u is a multiple of 2^-23 in [0, 1), so 1 - u is exact and this is -log1p(-u) to
     the last ulp, at half the cost on XLA:CPU.
     """
-    return -jnp.log(1.0 - uniform(key, (params.n_users, params.n_cells, params.n_rb)))
+    return -jnp.log(1.0 - prng.uniform(key, (params.n_users, params.n_cells, params.n_rb)))
 
 
 def interference_activity(params: EnvParams, cell_busy):

@@ -31,10 +31,12 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from .fields import ConfigError
+
 EPISODE_AXIS = "episodes"
 
 
-class ClusterError(ValueError):
+class ClusterError(ConfigError):
     """A cluster setting is missing or out of range."""
 
 

@@ -68,7 +68,7 @@ class Observation:
 def draw_tasks(key, params: EnvParams):
     """Bernoulli arrivals, task types and log-normal token counts (mean preserved), from one draw."""
     u = params.n_users
-    r = channel.uniform(key, (4, u), 1e-7, 1.0 - 1e-7)
+    r = prng.uniform(key, (4, u), 1e-7, 1.0 - 1e-7)
     active = r[0] < params.p_task
     cdf = jnp.cumsum(jax.nn.softmax(params.type_logits))
     ttype = jnp.minimum(jnp.searchsorted(cdf, r[1] * cdf[-1], side="right"), params.n_types - 1).astype(jnp.int32)

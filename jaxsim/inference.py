@@ -88,14 +88,6 @@ class BatchSchedule:
     sorted_done_s: jnp.ndarray  # [V, S] their completion times, s (inf padding)
     step_s: jnp.ndarray      # [V, S] step time in phase j (j sequences already done), s
     n_running: jnp.ndarray   # [V]
-    entry_rem: jnp.ndarray   # [V, S] each entry's remaining tokens if running, inf otherwise
-
-    @property
-    def done_s(self):
-        """[V, S] completion time of each running entry, s (inf otherwise)."""
-        v, s = self.entry_rem.shape
-        rows = jnp.broadcast_to(jnp.arange(v)[:, None], (v, s))
-        return completion_s(self, rows, self.entry_rem)
 
 
 def completion_s(sched: BatchSchedule, server, rem_tokens):
@@ -132,7 +124,7 @@ def batch_schedule(params: EnvParams, srv: ServerState) -> BatchSchedule:
     r_prev = jnp.concatenate([jnp.zeros_like(r[:, :1]), r[:, :-1]], -1)
     dt = jnp.where(valid, (r - r_prev) * step, 0.0)
     t_sorted = jnp.where(valid, jnp.cumsum(dt, -1), jnp.inf)
-    return BatchSchedule(jnp.where(valid, r, jnp.inf), t_sorted, step, n, jnp.where(run, srv.rem_tokens, jnp.inf))
+    return BatchSchedule(jnp.where(valid, r, jnp.inf), t_sorted, step, n)
 
 
 def tokens_done_by(sched: BatchSchedule, t_s):

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxsim import channel, env
+from jaxsim import channel, env, prng
 from jaxsim import reference as ref
 from jaxsim.config import InferenceConfig, RadioConfig, SimConfig, TopologyConfig
 from jaxsim.params import make_params
@@ -89,7 +89,7 @@ def test_channel_matches_reference(interference):
     xy = jax.vmap(lambda k: channel.drop_users(k, p))(keys)
     gain, assoc, _ = jax.vmap(lambda k, x: channel.large_scale(k, p, x))(keys, xy)
     # replay the kernel's draws in the reference
-    u = jax.vmap(lambda k: channel.uniform(k, (2, p.n_users, p.n_cells), 1e-7, 1.0 - 1e-7))(keys)
+    u = jax.vmap(lambda k: prng.uniform(k, (2, p.n_users, p.n_cells), 1e-7, 1.0 - 1e-7))(keys)
     rgain, rassoc = ref.large_scale(pn, _np(xy), _np(u[:, 0]), np.asarray(jax.scipy.special.ndtri(u[:, 1]), np.float64))
     _close(gain, rgain, "long-term gain")
     np.testing.assert_array_equal(np.asarray(assoc), rassoc)

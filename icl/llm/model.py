@@ -249,12 +249,6 @@ def attend_and_mlp(cfg: Config, p: dict, x: jax.Array, q: jax.Array, cos, sin, s
     return x + (jax.nn.silu(g) * u) @ p["w2"]
 
 
-def block(cfg: Config, p: dict, x: jax.Array, cos, sin, ctx: Sequence[Segment], self_mask: jax.Array):
-    """One pre-norm decoder layer. x [B, T, D] -> (x [B, T, D], (k, v) [B, T, K, hd] of these tokens)."""
-    q, k, v = project_qkv(cfg, p, x, cos, sin)
-    return attend_and_mlp(cfg, p, x, q, cos, sin, list(ctx) + [(k, v, self_mask)]), (k, v)
-
-
 def take_rows(x: jax.Array, idx: jax.Array) -> jax.Array:
     """x [B|1, T, ...] at positions idx int [B, Q] of each row -> [B, Q, ...] (a batch-1 x is shared by the rows)."""
     x = jnp.broadcast_to(x, (idx.shape[0], *x.shape[1:]))
@@ -312,10 +306,6 @@ def causal_mask(lengths: jax.Array, T: int) -> jax.Array:
     """bool [B, T, T]: causal and key < length (right padding)."""
     i = jnp.arange(T)
     return (i[None, :, None] >= i[None, None, :]) & (i[None, None, :] < lengths[:, None, None])
-
-
-def cast_params(params: dict, dtype) -> dict:
-    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), params)
 
 
 # ----------------------------------------------------------------------------------------------------------

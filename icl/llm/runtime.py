@@ -196,8 +196,7 @@ class LanguageModel:
         if dtype not in _DTYPES:
             raise ValueError(f"dtype {dtype!r} not supported; use one of {list(_DTYPES)}")
         self.cfg, self.tokenizer, self.dtype, self.name = cfg, tokenizer, dtype, name
-        self.module = M.Transformer(cfg, params, dtype=_DTYPES[dtype])
-        self.params = self.module.params()
+        self.params = M.Transformer(cfg, params, dtype=_DTYPES[dtype]).params()
         self.n_params = M.count_params(self.params)
         self.stop_ids = sorted({i for i in [tokenizer.eos_token_id] + [tokenizer.convert_tokens_to_ids(t) for t in
                                 ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>")
@@ -392,10 +391,6 @@ class LanguageModel:
         return out
 
     # -- generation -------------------------------------------------------------------------------------
-    def _generate_ids(self, prompts: Sequence[str], max_new_tokens: int = 64, **kw) -> list[list[int]]:
-        """Like ``generate`` but returns the generated token ids (end-of-sequence excluded)."""
-        return self.generate(list(prompts), max_new_tokens, return_ids=True, **kw)
-
     def generate(self, prompts: str | Sequence[str], max_new_tokens: int = 64, *, temperature: float = 0.0,
                  key: jax.Array | None = None, stop: Sequence[str] = (), return_ids: bool = False):
         """Continue each prompt (raw text: use ``chat_prompt`` for chat models).
