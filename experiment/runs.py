@@ -11,6 +11,7 @@ skips the policies already finished; an interrupted one resumes from its finishe
   policies/<name>/partial/                      chunks or waves finished so far (removed when the policy is done)
   policies/<name>/summary.json                  means with 95% intervals, per task type
   policies/<name>/learning.csv                  host policies: per-episode reward, decisions/s, counters
+  policies/<name>/tensorboard/                  the same as TensorBoard event files (experiment.events)
   policies/<name>/pool                          host policies with experience: the pool at the end
   summary.json                                  all policies
 
@@ -42,6 +43,7 @@ from jaxsim.metrics import EpisodeStats, episode_stats, episode_table, summarise
 from jaxsim.params import EnvParams, make_params
 from jaxsim.rollout import TASK_FIELDS, rollout
 
+from .events import EventLog
 from .files import save_config, write_csv, write_json, write_npz
 from .host import auto_batch_episodes, rollout_host
 from .registry import PolicyOptions, is_host, make_policy
@@ -180,8 +182,11 @@ def run_host_policy(key, params: EnvParams, policy, spec: RunSpec, batch_episode
         policy.set_state(st["policy"])
         bar.update(done)
 
+    events = EventLog(os.path.join(pdir, "tensorboard"))
+
     def on_episode(rec):
         log.append(rec)
+        events.scalars(rec["episode"], {k: v for k, v in rec.items() if k != "episode"}, "host")
         bar.set_postfix(reward=f"{rec['reward']:.3f}", dec_s=f"{rec['decisions_per_s']:.1f}")
 
     def on_wave(out, ep):
@@ -191,8 +196,11 @@ def run_host_policy(key, params: EnvParams, policy, spec: RunSpec, batch_episode
         policy.save_experience(part)
         write_json(state_path, {"episodes_done": int(ep[-1]) + 1, "policy": policy.get_state(), "log": log})
 
-    rollout_host(key, params, policy, spec.episodes, batch_episodes, progress=bar.update, log=on_episode,
-                 first_episode=done, on_wave=on_wave)
+    try:
+        rollout_host(key, params, policy, spec.episodes, batch_episodes, progress=bar.update, log=on_episode,
+                     first_episode=done, on_wave=on_wave)
+    finally:
+        events.close()
     cols = list(log[0])
     write_csv(os.path.join(pdir, "learning.csv"), cols, ([r.get(c) for c in cols] for r in log))
     policy.save_experience(pdir)

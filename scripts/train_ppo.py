@@ -34,6 +34,7 @@ import numpy as np
 from baselines import greedy_policy, oracle_policy, random_policy
 from baselines.ppo import METRIC_NAMES, load_ppo_policy, train
 from jaxsim import distributed
+from experiment.events import EventLog
 from experiment.files import atomic_write_bytes
 from scripts.bench_ppo import EVAL_KEY_OFFSET, SegmentClock, add_ppo_args, evaluate, parse_setup
 
@@ -135,11 +136,15 @@ def main(argv=None) -> dict:
         return summary
     atomic_write_bytes(os.path.join(args.out, "learning_curve.json"), json.dumps(summary, indent=1).encode())
     write_curve_csv(os.path.join(args.out, "learning_curve.csv"), result.metrics)
+    with EventLog(os.path.join(args.out, "tensorboard")) as events:
+        for i in range(len(result.metrics["episode_reward"])):
+            events.scalars(i + 1, {k: result.metrics[k][i] for k in METRIC_NAMES}, "ppo")
+        events.scalars(int(result.runner.update), summary["eval"], "eval")
     plot_curve(os.path.join(args.out, "learning_curve.png"), result.metrics, plot_levels,
                f"PPO, {cfg.n_envs} envs x {env_params.horizon} slots per update, U = {env_params.n_users}")
     print(f"held-out ({n_eval} episodes; oracle {n_oracle}): ppo {levels['ppo_eval']:.4f}  "
           f"greedy {levels['greedy']:.4f}  random {levels['random']:.4f}  oracle {levels['oracle']:.4f}", flush=True)
-    print(f"wrote {args.out}/learning_curve.{{csv,json,png}} and {ckpt}", flush=True)
+    print(f"wrote {args.out}/learning_curve.{{csv,json,png}}, {args.out}/tensorboard and {ckpt}", flush=True)
     return summary
 
 

@@ -84,5 +84,12 @@ def test_interrupted_host_policy_resumes_to_the_same_result(tmp_path, monkeypatc
             assert strip(a) == strip(b)
         else:
             assert a == b
+    # the learning log also as TensorBoard events: one reward per episode, equal to learning.csv's
+    from experiment.events import read_scalars
+    ev = read_scalars(str(tmp_path / "whole" / "policies" / "knn" / "tensorboard"))
+    rows = [r.split(",") for r in (tmp_path / "whole" / "policies" / "knn" / "learning.csv").read_text().splitlines()]
+    col = rows[0].index("reward")
+    assert [s for s, _ in ev["host/reward"]] == [0, 1, 2, 3]
+    np.testing.assert_allclose([v for _, v in ev["host/reward"]], [float(r[col]) for r in rows[1:]], rtol=1e-6)
     np.testing.assert_equal(json.loads((out / "policies" / "knn" / "summary.json").read_text())["reward"],
                             json.loads((tmp_path / "whole" / "policies" / "knn" / "summary.json").read_text())["reward"])
