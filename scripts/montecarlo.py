@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import os
 import sys
 
@@ -57,6 +58,8 @@ def parse_args(argv=None):
                     help=f"write tasks.csv (per-task outcomes); auto: only for runs of at most "
                          f"{PER_TASK_AUTO_MAX_EPISODES} episodes (auto)")
     ap.add_argument("--checkpoint", help="PPO checkpoint directory for --policies ppo")
+    ap.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                    help="import MODULE first (it registers policies with experiment.register); repeatable")
     g = ap.add_argument_group("icl / knn (host policies)")
     g.add_argument("--policy", dest="policies", help="alias of --policies")
     g.add_argument("--model", help="deciding LLM: registered name, .gguf path or checkpoint folder (smollm2-135m)")
@@ -79,7 +82,7 @@ def parse_args(argv=None):
                    "action's grades (value)")
     g.add_argument("--pool", help="start from this saved experience pool (orbax directory)")
     g.add_argument("--batch-episodes", default="auto", help="episodes decided together per wave, or auto: about "
-                   "two full forwards of prompts per slot (icl.runner.auto_batch_episodes) (auto)")
+                   "two full forwards of prompts per slot (experiment.host.auto_batch_episodes) (auto)")
     distributed.add_cluster_args(ap)
     return ap.parse_args(argv)
 
@@ -104,6 +107,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         cluster = distributed.spec_from_args(args)
+        for module in args.plugin:
+            try:
+                importlib.import_module(module)
+            except ImportError as e:
+                raise ConfigError(f"--plugin {module!r}: cannot be imported ({e})") from None
         cfg = load_config(args.config)
         names = [n.strip() for n in (args.policies.split(",") if args.policies else default_policies(cfg)) if n.strip()]
         if not names:
