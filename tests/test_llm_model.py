@@ -89,7 +89,7 @@ def brute_score(lm, prompt, cand):
 
 def test_kv_cached_generation_equals_recomputation(lm):
     prompts = ["hello there", "the cat sat on the mat and then", "x"]
-    got = lm._generate_ids(prompts, max_new_tokens=10)
+    got = lm.generate(prompts, max_new_tokens=10, return_ids=True)
     for p, g in zip(prompts, got):
         ids = lm.encode(p)
         want = []

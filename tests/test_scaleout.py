@@ -157,7 +157,7 @@ def test_montecarlo_refuses_bad_cluster_flags_before_compute(tmp_path, capsys):
     assert "coordinator = 'localhost'" in capsys.readouterr().err
     assert montecarlo.main(["--coordinator", "localhost:5", "--num-processes", "2", "--process-id", "0",
                             "--policies", "knn", "--out", str(out)]) == 2
-    assert "ICL and kNN run in one process" in capsys.readouterr().err
+    assert "host policies run in one process" in capsys.readouterr().err
     assert montecarlo.main(["--cpu-devices", "0", "--out", str(out)]) == 2
     assert "cpu_devices = '0': allowed auto or an integer in [1, 4096]" in capsys.readouterr().err
     assert not out.exists()
