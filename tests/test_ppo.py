@@ -162,3 +162,21 @@ def test_config_validation_against_scenario_before_compute(env_params):
         train(jax.random.PRNGKey(0), bad, env_params)
     with pytest.raises(ConfigError, match="unknown field"):
         PPOConfig.from_dict({"learning_rate": 0.1})
+
+
+def test_registry_checks_the_checkpoint_against_the_scenario_it_runs_on(full_run, tmp_path, capsys):
+    """jaxsim-montecarlo --policies ppo: a scenario with another number of actions is refused before any rollout
+    (exit 2, the field and the trained value named); the training scenario runs."""
+    from experiment.files import save_config
+    from scripts import montecarlo
+    _, ckpt = full_run
+    two = TINY.replace(actions=TINY.actions[:2])
+    save_config(two, tmp_path / "two.toml")
+    rc = montecarlo.main(["--config", str(tmp_path / "two.toml"), "--policies", "ppo", "--checkpoint", str(ckpt),
+                          "--episodes", "1", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "the scenario has n_actions = 2 but the policy was trained with n_actions = 3" in err, err
+    assert not (tmp_path / "run").exists()
+    save_config(TINY, tmp_path / "tiny.toml")
+    assert montecarlo.main(["--config", str(tmp_path / "tiny.toml"), "--policies", "ppo", "--checkpoint", str(ckpt),
+                            "--episodes", "1", "--out", str(tmp_path / "ok")]) == 0
