@@ -73,7 +73,7 @@ def policy_names(cfg: SimConfig) -> list[str]:
 
 def default_policies(cfg: SimConfig) -> list[str]:
     """The policies a Monte Carlo run compares when none are named: every heuristic and the oracle."""
-    return ["random", *[f"{a}_only" for a in cfg.action_names], "greedy", "oracle"]
+    return ["random", *[f"{a}_only" for a in cfg.action_names], "greedy", "greedy_sequential", "oracle"]
 
 
 def is_host(name: str, cfg: SimConfig) -> bool:
@@ -109,6 +109,8 @@ def _host(name: str):
 
 register("random", heuristics.random_policy, doc="a uniformly random action for every task")
 register("greedy", heuristics.greedy_policy, doc="each task's best estimated reward on its own")
+register("greedy_sequential", heuristics.greedy_sequential_policy,
+         doc="the slot's tasks one by one, each seeing the load the earlier ones added")
 register("oracle", oracle.oracle_policy, doc="search over the slot's joint assignment with the true outcomes")
 register("ppo", build=_ppo, doc="the trained actor-critic (baselines.ppo)")
 register("icl", build=_host("icl"), host=True, doc="the in-context-learning LLM (icl.policy.ICLPolicy)")

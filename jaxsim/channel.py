@@ -16,9 +16,20 @@ from .params import EnvParams
 N_DROP_CANDIDATES = 8  # rejection sampling for the minimum distance: first valid of 8 draws
 
 
-def pathloss_umi_db(d2d_m, d3d_m, fc_ghz, h_ut_m):
-    """TR 38.901 Table 7.4.1-1 UMi street canyon: (PL_LOS, PL_NLOS) in dB."""
-    pl_los = 32.4 + 21.0 * jnp.log10(d3d_m) + 20.0 * jnp.log10(fc_ghz)
+def breakpoint_umi_m(fc_ghz, h_bs_m, h_ut_m):
+    """TR 38.901 Table 7.4.1-1 note 1: d'BP = 4 h'_BS h'_UT fc / c with h' = h - 1 m (UMi), m."""
+    return 4.0 * (h_bs_m - 1.0) * (h_ut_m - 1.0) * fc_ghz * 1e9 / 299_792_458.0
+
+
+def pathloss_umi_db(d2d_m, d3d_m, fc_ghz, h_bs_m, h_ut_m):
+    """TR 38.901 Table 7.4.1-1 UMi street canyon: (PL_LOS, PL_NLOS) in dB. LOS: PL1 (21 log10 d) up to the
+    breakpoint d'BP, PL2 (40 log10 d) beyond it; NLOS: max(PL_LOS, PL'_NLOS)."""
+    d_bp = breakpoint_umi_m(fc_ghz, h_bs_m, h_ut_m)
+    fc_db = 20.0 * jnp.log10(fc_ghz)
+    pl1 = 32.4 + 21.0 * jnp.log10(d3d_m) + fc_db
+    pl2 = 32.4 + 40.0 * jnp.log10(d3d_m) + fc_db - 9.5 * jnp.log10(jnp.maximum(d_bp ** 2 + (h_bs_m - h_ut_m) ** 2,
+                                                                               1e-6))
+    pl_los = jnp.where(d2d_m <= d_bp, pl1, pl2)
     pl_nlos_p = 35.3 * jnp.log10(d3d_m) + 22.4 + 21.3 * jnp.log10(fc_ghz) - 0.3 * (h_ut_m - 1.5)
     return pl_los, jnp.maximum(pl_los, pl_nlos_p)
 
@@ -56,7 +67,7 @@ def large_scale(key, params: EnvParams, ue_xy_m):
     """
     d2d = jnp.linalg.norm(ue_xy_m[:, None, :] - params.bs_xy_m[None, :, :], axis=-1)
     d3d = jnp.sqrt(d2d ** 2 + (params.h_bs_m - params.h_ut_m) ** 2)
-    pl_los, pl_nlos = pathloss_umi_db(d2d, d3d, params.carrier_ghz, params.h_ut_m)
+    pl_los, pl_nlos = pathloss_umi_db(d2d, d3d, params.carrier_ghz, params.h_bs_m, params.h_ut_m)
     u = prng.uniform(key, (2, *d2d.shape), 1e-7, 1.0 - 1e-7)   # one draw
     los = u[0] < los_probability_umi(d2d)
     sigma = jnp.where(los, params.shadow_los_db, params.shadow_nlos_db)

@@ -20,9 +20,6 @@ import tomli_w
 
 from .fields import ConfigError, Range, bounded, check_fields, check_name, check_unique, flag, one_of
 
-__all__ = ["ConfigError", "SimConfig", "load_config", "config_from_dict", "config_to_dict", "config_toml"]
-
-
 # --------------------------------------------------------------------------
 # sections: every field's allowed range is declared beside its default (jaxsim.fields)
 # --------------------------------------------------------------------------
@@ -456,6 +453,16 @@ def config_to_dict(cfg: SimConfig) -> dict[str, Any]:
             return {k: conv(v) for k, v in x.items()}
         return x
     return conv(cfg)
+
+
+SCENARIOS = ("default", "loaded")
+
+
+def scenario_path(name: str) -> str | None:
+    """The TOML file of a named scenario preset shipped with the package (None for the default)."""
+    if name not in SCENARIOS:
+        raise ConfigError(f"--scenario {name!r}: unknown; allowed: {', '.join(SCENARIOS)}")
+    return None if name == "default" else os.path.join(os.path.dirname(__file__), "scenarios", f"{name}.toml")
 
 
 def load_config(path: str | os.PathLike | None) -> SimConfig:

@@ -58,6 +58,7 @@ class Observation:
     min_quality: jnp.ndarray   # [U]
     sinr_db: jnp.ndarray       # [U] downlink effective SINR, dB
     load_seqs: jnp.ndarray     # [U, A] sequences on the server each action would use (ours + background)
+    free_seqs: jnp.ndarray     # [U, A] free entries on that server: a task arriving beyond them is refused
     n_tasks: jnp.ndarray       # [U] tasks in the slot (network)
     n_cell_tasks: jnp.ndarray  # [U] tasks in the slot in the user's cell
     cell: jnp.ndarray          # [U] serving cell
@@ -128,6 +129,7 @@ def get_obs(params: EnvParams, state: EnvState) -> Observation:
         budget_s=params.budget_s[tt], min_quality=params.min_quality[tt],
         sinr_db=channel.effective_sinr_db(params, state.dl_rate_rb_bps),
         load_seqs=load[srv_ua].astype(jnp.float32),
+        free_seqs=(state.servers.status == inference.FREE).sum(-1)[srv_ua].astype(jnp.float32),
         n_tasks=jnp.full((params.n_users,), state.active.sum(), jnp.float32),
         n_cell_tasks=n_cell, cell=state.assoc, slot=state.t, state=state)
 

@@ -26,8 +26,11 @@ def to_numpy(params: EnvParams) -> EnvParams:
 
 
 # ---------------------------------------------------------------- channel
-def pathloss_umi_db(d2d, d3d, fc_ghz, h_ut):
-    pl_los = 32.4 + 21 * np.log10(d3d) + 20 * np.log10(fc_ghz)
+def pathloss_umi_db(d2d, d3d, fc_ghz, h_bs, h_ut):
+    d_bp = 4 * (h_bs - 1) * (h_ut - 1) * fc_ghz * 1e9 / 299_792_458.0
+    pl1 = 32.4 + 21 * np.log10(d3d) + 20 * np.log10(fc_ghz)
+    pl2 = 32.4 + 40 * np.log10(d3d) + 20 * np.log10(fc_ghz) - 9.5 * np.log10(max(d_bp ** 2 + (h_bs - h_ut) ** 2, 1e-6))
+    pl_los = np.where(d2d <= d_bp, pl1, pl2)
     pl_nlos = np.maximum(pl_los, 35.3 * np.log10(d3d) + 22.4 + 21.3 * np.log10(fc_ghz) - 0.3 * (h_ut - 1.5))
     return pl_los, pl_nlos
 
@@ -41,7 +44,7 @@ def large_scale(p: EnvParams, ue_xy, los_u, shadow_z):
     """ue_xy [E, U, 2]; los_u, shadow_z [E, U, M] uniform / standard-normal draws -> gain, assoc."""
     d2d = np.linalg.norm(ue_xy[:, :, None, :] - p.bs_xy_m[None, None], axis=-1)
     d3d = np.sqrt(d2d ** 2 + (p.h_bs_m - p.h_ut_m) ** 2)
-    pl_los, pl_nlos = pathloss_umi_db(d2d, d3d, p.carrier_ghz, p.h_ut_m)
+    pl_los, pl_nlos = pathloss_umi_db(d2d, d3d, float(p.carrier_ghz), float(p.h_bs_m), float(p.h_ut_m))
     los = los_u < los_probability(d2d)
     loss = np.where(los, pl_los + p.shadow_los_db * shadow_z, pl_nlos + p.shadow_nlos_db * shadow_z)
     gain = 10 ** (-loss / 10)

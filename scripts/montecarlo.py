@@ -28,7 +28,7 @@ from experiment import PolicyOptions, RunSpec, default_policies, is_host, policy
 from experiment.runs import PER_TASK_AUTO_MAX_EPISODES
 from icl.policy import ICLConfig
 from jaxsim import distributed
-from jaxsim.config import load_config
+from jaxsim.config import SCENARIOS, load_config, scenario_path
 from jaxsim.fields import ConfigError
 
 
@@ -48,6 +48,8 @@ def print_table(summaries: dict[str, dict], file=None) -> None:
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="jaxsim-montecarlo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", help="scenario TOML (default: the DESIGN.md defaults)")
+    ap.add_argument("--scenario", help=f"a named scenario preset instead of --config: {', '.join(SCENARIOS)} "
+                    "(loaded: the slot's tasks compete for the servers; docs/model.md)")
     ap.add_argument("--policies", help="comma-separated policy names (default: every heuristic and the oracle)")
     ap.add_argument("--episodes", type=int, default=16, help="episodes per policy (default 16)")
     ap.add_argument("--seed", type=int, default=0, help="base seed; every policy sees the same episodes")
@@ -112,7 +114,9 @@ def main(argv=None) -> int:
                 importlib.import_module(module)
             except ImportError as e:
                 raise ConfigError(f"--plugin {module!r}: cannot be imported ({e})") from None
-        cfg = load_config(args.config)
+        if args.scenario is not None and args.config is not None:
+            raise ConfigError("--scenario and --config: give one of them")
+        cfg = load_config(args.config if args.scenario is None else scenario_path(args.scenario))
         names = [n.strip() for n in (args.policies.split(",") if args.policies else default_policies(cfg)) if n.strip()]
         if not names:
             raise ConfigError("--policies: no policy given; allowed: " + ", ".join(policy_names(cfg)))

@@ -16,9 +16,33 @@ def test_pathloss_umi_hand_values():
     # d2d 50 m and 150 m, BS 10 m, UE 1.5 m, 3.5 GHz (values worked out by hand from TR 38.901 Table 7.4.1-1)
     for d2d, los_db, nlos_db in ((50.0, 79.0896, 94.1807), (150.0, 88.9939, 110.8292)):
         d3d = math.sqrt(d2d ** 2 + 8.5 ** 2)
-        pl_los, pl_nlos = channel.pathloss_umi_db(jnp.float32(d2d), jnp.float32(d3d), 3.5, 1.5)
+        pl_los, pl_nlos = channel.pathloss_umi_db(jnp.float32(d2d), jnp.float32(d3d), 3.5, 10.0, 1.5)
         assert float(pl_los) == pytest.approx(los_db, abs=2e-3)
         assert float(pl_nlos) == pytest.approx(nlos_db, abs=2e-3)
+
+
+def test_pathloss_umi_los_breakpoint():
+    """d'BP = 4 x 9 m x 0.5 m x 3.5 GHz / c = 210 m at the defaults; beyond it the LOS loss falls off as 40 log10 d:
+    PL2 = 32.4 + 40 log10(d3D) + 20 log10(3.5) - 9.5 log10(210.14^2 + 8.5^2) (values by hand); the two slopes
+    meet at the breakpoint to within 0.03 dB."""
+    assert float(channel.breakpoint_umi_m(3.5, 10.0, 1.5)) == pytest.approx(210.14, abs=0.01)
+    for d2d, want in ((209.0, 32.4 + 21 * math.log10(math.hypot(209.0, 8.5)) + 10.8814),
+                      (300.0, 98.2386), (500.0, 107.1080)):
+        d3d = math.hypot(d2d, 8.5)
+        los, nlos = channel.pathloss_umi_db(jnp.float32(d2d), jnp.float32(d3d), 3.5, 10.0, 1.5)
+        assert float(los) == pytest.approx(want, abs=3e-3), d2d
+        assert float(nlos) >= float(los)
+    below, _ = channel.pathloss_umi_db(jnp.float32(210.1), jnp.float32(math.hypot(210.1, 8.5)), 3.5, 10.0, 1.5)
+    above, _ = channel.pathloss_umi_db(jnp.float32(210.2), jnp.float32(math.hypot(210.2, 8.5)), 3.5, 10.0, 1.5)
+    assert abs(float(above) - float(below)) < 0.03
+    # the NumPy reference agrees on both sides
+    from jaxsim import reference
+    d = np.array([50.0, 209.0, 300.0, 500.0])
+    ref_los, ref_nlos = reference.pathloss_umi_db(d, np.hypot(d, 8.5), 3.5, 10.0, 1.5)
+    los, nlos = channel.pathloss_umi_db(jnp.asarray(d, jnp.float32), jnp.asarray(np.hypot(d, 8.5), jnp.float32),
+                                        3.5, 10.0, 1.5)
+    np.testing.assert_allclose(np.asarray(los), ref_los, atol=2e-3)
+    np.testing.assert_allclose(np.asarray(nlos), ref_nlos, atol=2e-3)
 
 
 def test_los_probability_hand_values():
