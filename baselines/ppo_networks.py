@@ -34,7 +34,7 @@ from flax import struct
 from jaxsim.env import Observation
 from jaxsim.params import EnvParams
 
-from .heuristics import estimate_rewards
+from .heuristics import estimate_rewards, greedy_sequential_policy
 
 REWARD_CLIP = (-3.0, 2.0)   # estimated rewards are clipped to this range before use as features
 NORM_CLIP = 10.0            # normalised features are clipped to +-NORM_CLIP
@@ -45,7 +45,7 @@ NORM_EPS = 1e-8
 # features (observation only: never obs.state)
 # --------------------------------------------------------------------------
 def n_task_features(params: EnvParams) -> int:
-    return params.n_types + 8 + 4 * params.n_actions
+    return params.n_types + 8 + 7 * params.n_actions
 
 
 def n_global_features(params: EnvParams) -> int:
@@ -59,7 +59,10 @@ def task_features(obs: Observation, params: EnvParams) -> jnp.ndarray:
     SINR (dB / 20); log (1 + sequences) on each action's server (K); tasks in the slot
     per user and per user of the cell; slot / horizon; the obs-only reward estimate of
     every action (``estimate_rewards``, clipped, K) and its gap to the task's best
-    estimate (K); the estimated best action one-hot (K).
+    estimate (K); the estimated best action one-hot (K). The slot's competition: free entries on each
+    action's server (log, K); the other tasks of the slot whose best estimate uses the same server, per
+    free entry (K); and ``greedy_sequential``'s action one-hot (K), which sees the load and refusals the
+    earlier tasks of the slot add.
     """
     f32 = jnp.float32
     est = jnp.clip(estimate_rewards(obs, params), *REWARD_CLIP)                       # [U, K]
@@ -78,9 +81,21 @@ def task_features(obs: Observation, params: EnvParams) -> jnp.ndarray:
         est,
         est - est.max(-1, keepdims=True),
         jax.nn.one_hot(jnp.argmax(est, -1), params.n_actions, dtype=f32),
+        jnp.log1p(obs.free_seqs) / 7.0,
+        _rivals(obs, params, est) / jnp.maximum(obs.free_seqs, 1.0),
+        jax.nn.one_hot(greedy_sequential_policy(None, obs, params), params.n_actions, dtype=f32),
     ]
     x = jnp.concatenate([c.astype(f32) for c in cols], axis=-1)
     return jnp.where(obs.mask[:, None], x, 0.0)
+
+
+def _rivals(obs: Observation, params: EnvParams, est) -> jnp.ndarray:
+    """[U, K]: the other present tasks of the slot whose best estimate is the server action k would use for task u."""
+    server = params.act_server_base[None, :] + params.act_is_edge[None, :] * obs.cell[:, None]     # [U, K]
+    best = jnp.take_along_axis(server, jnp.argmax(est, -1)[:, None], 1)[:, 0]                     # [U]
+    per_server = jnp.zeros(params.n_servers).at[best].add(obs.mask.astype(jnp.float32))          # [V]
+    mine = jax.nn.one_hot(jnp.argmax(est, -1), params.n_actions) * obs.mask[:, None]
+    return per_server[server] - mine
 
 
 def global_features(obs: Observation, params: EnvParams) -> jnp.ndarray:
