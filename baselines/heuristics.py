@@ -29,18 +29,10 @@ def single_site(action_index: int):
     return policy
 
 
-def estimate_rewards(obs: Observation, params: EnvParams, extra_load=0.0, refusals: bool = False):
-    """Each task's reward under each action, estimated from the observation alone, [U, A].
-
-    Transfers: an equal RB share of the user's cell at the observed downlink SINR (both ways).
-    Decode: output tokens x the roofline step time with one more sequence than the server's
-    observed load (plus ``extra_load`` [U, A], e.g. the slot's tasks already assigned there), at the
-    background context length. Waiting is ignored; so are refusals unless ``refusals``: then a task whose
-    server has no free entry left after ``extra_load`` gets the refused task's reward (quality 0, delay the
-    reject factor x budget).
-    """
-    a = jnp.arange(params.n_actions)
-    srv = params.act_server_base[a]                                   # [A] a representative server
+def _fixed_delay_s(obs: Observation, params: EnvParams):
+    """The load-independent part of each task's estimated delay under each action, [U, A], s: transfers at an
+    equal RB share of the user's cell at the observed downlink SINR (both ways), backhaul, prefill."""
+    srv = params.act_server_base                                       # [A] a representative server
     rate = channel.rate_per_rb_bps(params, 10.0 ** (obs.sinr_db / 10.0))
     n_rb = params.n_rb / jnp.maximum(obs.n_cell_tasks, 1.0)
     ul_bits = obs.prompt_tokens * params.prompt_bits_per_token
@@ -48,15 +40,32 @@ def estimate_rewards(obs: Observation, params: EnvParams, extra_load=0.0, refusa
     radio = allocation.transfer_time_s(ul_bits + dl_bits, n_rb, rate)  # [U]
     backhaul = env.backhaul_s(params, ~params.act_is_edge[None, :], (ul_bits + dl_bits)[:, None])   # [U, A]
     prefill = jax.vmap(lambda s: inference.prefill_s(params, s, obs.prompt_tokens), out_axes=1)(srv)
-    step = inference.decode_step_s(params, obs.load_seqs + extra_load + 1.0, params.bg_context, srv)            # [U, A]
-    delay = radio[:, None] + backhaul + prefill + obs.output_tokens[:, None] * step
-    quality = params.quality[:, obs.task_type].T                       # [U, A]
-    if refusals:
-        refused = obs.free_seqs <= extra_load
+    return radio[..., None] + backhaul + prefill
+
+
+def _reward_at_load(params: EnvParams, fixed_s, output_tokens, load_seqs, task_type, budget_s, min_quality,
+                    refused=None):
+    """Estimated rewards from the fixed delay, the decode of ``output_tokens`` at ``load_seqs`` + 1 sequences
+    (background context), and (where ``refused``) the refused task's reward; broadcasts over tasks [..., A]."""
+    step = inference.decode_step_s(params, load_seqs + 1.0, params.bg_context, params.act_server_base)
+    delay = fixed_s + output_tokens[..., None] * step
+    quality = params.quality[:, task_type].T                           # [..., A]
+    if refused is not None:
         quality = jnp.where(refused, 0.0, quality)
-        delay = jnp.where(refused, params.reject_factor * obs.budget_s[:, None], delay)
-    r, _ = task_reward(params, quality, delay, obs.budget_s[:, None], obs.min_quality[:, None])
+        delay = jnp.where(refused, params.reject_factor * budget_s[..., None], delay)
+    r, _ = task_reward(params, quality, delay, budget_s[..., None], min_quality[..., None])
     return r
+
+
+def estimate_rewards(obs: Observation, params: EnvParams):
+    """Each task's reward under each action, estimated from the observation alone, [U, A].
+
+    Transfers: an equal RB share of the user's cell at the observed downlink SINR (both ways).
+    Decode: output tokens x the roofline step time with one more sequence than the server's
+    observed load, at the background context length. Waiting and refusals are ignored.
+    """
+    return _reward_at_load(params, _fixed_delay_s(obs, params), obs.output_tokens, obs.load_seqs, obs.task_type,
+                           obs.budget_s, obs.min_quality)
 
 
 def greedy_policy(key, obs: Observation, params: EnvParams):
@@ -68,12 +77,15 @@ def greedy_policy(key, obs: Observation, params: EnvParams):
 def greedy_sequential_policy(key, obs: Observation, params: EnvParams):
     """The slot's tasks assigned one by one (in user order), each with greedy's estimate at the load that the
     earlier ones added to their servers, and refused where they took the server's last free entries: it sees the
-    competition greedy ignores. A scan over the users."""
+    competition greedy ignores. A scan over the users; the load-independent terms are computed once."""
     del key
     server = params.act_server_base[None, :] + params.act_is_edge[None, :] * obs.cell[:, None]    # [U, A]
+    fixed = _fixed_delay_s(obs, params)
 
     def assign(added, u):                                   # added [V]: this slot's tasks per server so far
-        r = estimate_rewards(obs, params, added[server], refusals=True)[u]
+        extra = added[server[u]]                            # [A]
+        r = _reward_at_load(params, fixed[u], obs.output_tokens[u], obs.load_seqs[u] + extra, obs.task_type[u],
+                            obs.budget_s[u], obs.min_quality[u], refused=obs.free_seqs[u] <= extra)
         act = jnp.argmax(r).astype(jnp.int32)
         return added.at[server[u, act]].add(obs.mask[u].astype(added.dtype)), act
 

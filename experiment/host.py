@@ -27,7 +27,8 @@ from jaxsim.rollout import TASK_FIELDS, episode_keys, split_episode_key, split_s
 class HostPolicy(Protocol):
     """What the host runner and the run directories need of a policy decided on the host.
 
-    ``obs`` is the batch's :class:`jaxsim.env.Observation` as NumPy arrays [B, U, ...] (B episodes in flight);
+    ``obs`` is the batch's :class:`jaxsim.env.Observation` as NumPy arrays [B, U, ...] (B episodes in flight;
+    its privileged ``state`` is None);
     ``episodes`` [B] their indices. ``fallback`` is the greedy heuristic's actions [B, U] when
     ``needs_fallback``, else None.
     """
@@ -90,7 +91,9 @@ def _reset(keys, params: EnvParams):
 
 @jax.jit
 def _obs(state, params: EnvParams):
-    return jax.vmap(lambda s: env.get_obs(params, s))(state)
+    """The batch's observations without the privileged full state (host policies decide from what a policy
+    sees; the state stays on the device)."""
+    return jax.vmap(lambda s: env.get_obs(params, s).replace(state=None))(state)
 
 
 @jax.jit

@@ -47,16 +47,10 @@ HORIZON = 3
 QUALITY = Range(0.0, 1.0)
 
 
-def _draw(obj, rng: np.random.Generator, keep=(), **bounds):
-    """A copy of the dataclass ``obj`` with every declared numeric / flag field drawn (``keep`` left as is;
-    ``bounds[name] = (lo, hi)`` narrows a range to a cross-field limit)."""
-    new = {}
-    for f in dataclasses.fields(obj):
-        spec = f.metadata.get("range")
-        if spec is None or f.name in keep:
-            continue
-        new[f.name] = spec.sample(rng, *bounds[f.name]) if f.name in bounds else (
-            spec.sample(rng) if isinstance(spec, Range) else spec.sample(rng))
+def _draw(obj, rng: np.random.Generator, keep=()):
+    """A copy of the dataclass ``obj`` with every declared field (range, choice, flag) drawn, ``keep`` left as is."""
+    new = {f.name: f.metadata["range"].sample(rng) for f in dataclasses.fields(obj)
+           if "range" in f.metadata and f.name not in keep}
     return dataclasses.replace(obj, **new)
 
 
