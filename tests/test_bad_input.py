@@ -105,6 +105,9 @@ FLAGS = [
     (["--policies", "knn", "--decide", "vote"], "icl.decide = 'vote': unknown; allowed: value, action, generate"),
     (["--policies", "knn", "--pool", "/nonexistent/pool"], "--pool '/nonexistent/pool': no such directory"),
     (["--config", "/nonexistent.toml"], "config file '/nonexistent.toml' does not exist"),
+    (["--scenario", "heavy"], "--scenario 'heavy': unknown; allowed: default, loaded"),
+    (["--scenario", "loaded", "--config", "/nonexistent.toml"], "--scenario and --config: give one of them"),
+    (["--plugin", "no_such_module_xyz"], "--plugin 'no_such_module_xyz': cannot be imported"),
     (["--cpu-devices", "0"], "cpu_devices = '0': allowed auto or an integer in [1, 4096]"),
     (["--coordinator", "nohost"], "coordinator, num_processes and process_id must be given together"),
 ]
