@@ -2,22 +2,32 @@
 
 A server holds a fixed-size masked array of S sequences (status free / running /
 queued) plus a count of background sequences (cloud traffic of others). One
-decode step advances every running sequence by one token and takes
+decode step advances every running sequence by one token; it runs the weight
+matmuls and then attention over the batch's KV cache, one operator after the
+other (a per-operator roofline):
 
-  t_step(b) = max(2 N b / F_eff, (N bytes_w + b c kv_bytes) / BW_eff)
+  t_step(b, C) = max(2 N b / F_eff, N bytes_w / BW_eff) + C kv_bytes / BW_eff
 
-for b running sequences (ours + background) of mean context c (held at its
-slot-start value within a slot). Within a slot the remaining token counts are
-sorted and completion times follow in closed form as b shrinks (sort + cumsum).
-Admission happens at slot boundaries, FIFO, while our running sequences stay
-below min(b_max - background, S); the rest wait. A task arriving at a server
-whose S entries are all taken is refused.
+for b running sequences (ours + background) holding C context tokens in all.
+Each of our sequences' context grows by one token a step; background sequences
+are a stationary population at ``bg_context`` tokens each. Within a slot the
+remaining token counts are sorted; between two completions b is fixed and C
+grows linearly, so each phase's time is a closed-form sum over its steps and
+completion times follow as the batch shrinks (sort + cumsum, no loop over
+sequences or tokens). Admission happens at slot boundaries, FIFO, while our
+running sequences stay below min(b_max - background, S); the rest wait. A task
+arriving at a server whose S entries are all taken is refused.
+
+Prefill (first-token latency) of a prompt of L tokens: a fixed overhead per layer
+plus max(FLOPs / F_prefill, N bytes_w / BW_eff), FLOPs = 2 N L + 2 n_layer L^2
+d_model (the attention term), with a prefill efficiency of its own.
 
 A task's delay is booked when it is decided: its decode completion is the
 closed-form completion of the batch it joins with no later arrivals and the
 background held (later arrivals do slow it in the carried state; the booked
 delay does not see them). A waiting task's start is the slot boundary after the
-k-th completion of the running batch; it then decodes in a full batch.
+k-th completion of the running batch; it then decodes in a full batch whose
+context stays at its current total but for the task's own growth.
 """
 
 from __future__ import annotations
@@ -49,21 +59,56 @@ def empty_servers(params: EnvParams, bg_seqs) -> ServerState:
                        jnp.zeros((v, s), jnp.int32), jnp.zeros((v,), jnp.int32), bg_seqs.astype(jnp.int32))
 
 
+def _server_take(server):
+    return (lambda x: x) if server is None else (lambda x: x[server])      # noqa: E731
+
+
+def step_base_s(params: EnvParams, b, server=None):
+    """The weight matmuls of one decode step with b sequences: max(2 N b / F_eff, N bytes_w / BW_eff), s, on
+    every server ([V], b broadcast against it) or on ``server`` (an index array; b broadcast against it)."""
+    take = _server_take(server)
+    return jnp.maximum(2.0 * take(params.srv_n_params) * b / take(params.srv_flops),
+                       take(params.srv_weight_bytes) / take(params.srv_bw))
+
+
+def kv_read_s_per_token(params: EnvParams, server=None):
+    """Attention's KV-cache read per context token of the batch, kv_bytes / BW_eff, s."""
+    take = _server_take(server)
+    return take(params.srv_kv_bytes) / take(params.srv_bw)
+
+
 def decode_step_s(params: EnvParams, b, ctx_mean, server=None):
     """Time of one decode step with b running sequences of mean context ctx_mean tokens, s: on every server
     ([V], b and ctx_mean broadcast against it), or on ``server`` (an index array; b, ctx_mean broadcast
     against its shape)."""
-    take = (lambda x: x) if server is None else (lambda x: x[server])      # noqa: E731
-    compute = 2.0 * take(params.srv_n_params) * b / take(params.srv_flops)
-    memory = (take(params.srv_weight_bytes) + b * ctx_mean * take(params.srv_kv_bytes)) / take(params.srv_bw)
-    return jnp.maximum(compute, memory)
+    return step_base_s(params, b, server) + b * ctx_mean * kv_read_s_per_token(params, server)
 
 
-def prefill_s(params: EnvParams, server, prompt_tokens):
-    """Prefill time of a prompt of L tokens on `server`: (2 N L + 2 n_layer L^2 d_model) / F_eff, s."""
+def decode_steps_s(params: EnvParams, b, ctx_total, grow, n_steps, server=None):
+    """Time of ``n_steps`` decode steps with b sequences whose total context starts at ``ctx_total`` tokens and
+    grows by ``grow`` tokens a step, s. Each step is charged at its mid-step context (the step writes the new
+    token's KV): step k at ctx_total + grow (k + 1/2), summing to n A + kv/BW (n C + grow n^2 / 2) exactly; a
+    fractional count continues the same curve, so progress and time map one to one."""
+    n = n_steps
+    return n * step_base_s(params, b, server) + kv_read_s_per_token(params, server) * (
+        n * ctx_total + grow * n * n / 2.0)
+
+
+def steps_within_s(base_s, kv_s, ctx_total, grow, t_s):
+    """Inverse of :func:`decode_steps_s` in n: the steps that fit in ``t_s`` seconds (fractional), from the
+    phase's weight-matmul step time ``base_s``, KV time per context token ``kv_s``, start context and growth:
+    the root of (kv grow / 2) n^2 + (base + kv C) n - t = 0, in the form that stays exact as grow -> 0."""
+    bb = base_s + kv_s * ctx_total
+    return 2.0 * t_s / (bb + jnp.sqrt(bb * bb + 2.0 * kv_s * grow * t_s))
+
+
+def prefill_s(params: EnvParams, server, prompt_tokens, n_prompts=1.0):
+    """First-token time of ``n_prompts`` prompts of L tokens prefilled together on `server`, s:
+    overhead + max(n (2 N L + 2 n_layer L^2 d_model) / F_prefill, N bytes_w / BW_eff)."""
     n, nl, dm = params.srv_n_params[server], params.srv_n_layers[server], params.srv_d_model[server]
-    flops = 2.0 * n * prompt_tokens + params.prefill_attention * 2.0 * nl * prompt_tokens ** 2 * dm
-    return flops / params.srv_flops[server]
+    flops = n_prompts * (2.0 * n * prompt_tokens + params.prefill_attention * 2.0 * nl * prompt_tokens ** 2 * dm)
+    return params.srv_prefill_overhead_s[server] + jnp.maximum(flops / params.srv_prefill_flops[server],
+                                                               params.srv_weight_bytes[server] / params.srv_bw[server])
 
 
 def bg_walk(key, params: EnvParams, bg_seqs):
@@ -73,20 +118,25 @@ def bg_walk(key, params: EnvParams, bg_seqs):
     return jnp.clip(bg_seqs + step, 0, params.srv_bg_max)
 
 
-def ctx_mean_tokens(params: EnvParams, srv: ServerState):
-    """Mean context of the running batch (ours and background), [V] tokens."""
+def ctx_total_tokens(params: EnvParams, srv: ServerState):
+    """Context tokens the running batch holds (ours and background), [V]."""
     run = srv.status == RUNNING
-    n = run.sum(-1)
-    tot = jnp.sum(jnp.where(run, srv.ctx_tokens, 0.0), -1) + srv.bg_seqs * params.bg_context
-    return tot / jnp.maximum(n + srv.bg_seqs, 1)
+    return jnp.sum(jnp.where(run, srv.ctx_tokens, 0.0), -1) + srv.bg_seqs * params.bg_context
 
 
 @struct.dataclass
 class BatchSchedule:
-    """Closed-form decode schedule of each server's running batch from the slot start."""
+    """Closed-form decode schedule of each server's running batch from the slot start.
+
+    Phase j runs while j of the sorted sequences are done: b = n - j + background sequences, from step
+    sorted_rem[j - 1] to sorted_rem[j] (counted from the slot start), total context phase_ctx0 at its start,
+    growing by n - j tokens a step (:func:`decode_steps_s`).
+    """
     sorted_rem: jnp.ndarray  # [V, S] running sequences' remaining tokens, ascending (inf padding)
     sorted_done_s: jnp.ndarray  # [V, S] their completion times, s (inf padding)
-    step_s: jnp.ndarray      # [V, S] step time in phase j (j sequences already done), s
+    base_s: jnp.ndarray      # [V, S] phase j's weight-matmul step time, s
+    phase_ctx0: jnp.ndarray  # [V, S] phase j's total context at its first step, tokens
+    kv_s: jnp.ndarray        # [V] KV read per context token, s
     n_running: jnp.ndarray   # [V]
 
 
@@ -105,26 +155,37 @@ def completion_s(sched: BatchSchedule, server, rem_tokens):
 
 
 def batch_schedule(params: EnvParams, srv: ServerState) -> BatchSchedule:
-    """Sort + cumsum: completion times as the batch shrinks, no loop over sequences.
+    """Sort + cumsum: completion times as the batch shrinks, no loop over sequences or tokens.
 
     The sort is of int32 keys (:mod:`jaxsim.sorting`), XLA:CPU's fast sort; the running counts
-    come back exactly (non-running entries sort last).
+    come back exactly (non-running entries sort last). The contexts of the sequences still running in
+    phase j are summed without sorting them: each sequence's context is added at its rank (the number of
+    running sequences with fewer tokens left; ties share the first rank of their group, which is the only
+    phase of the group that lasts), and a reversed cumsum gives every phase's sum.
     """
     run = srv.status == RUNNING
     n = run.sum(-1)                                         # [V]
-    s = params.max_seqs
+    v, s = params.n_servers, params.max_seqs
     key = sorting.int32_sort_key(jnp.where(run, srv.rem_tokens, jnp.float32(3e38)))   # others last
     key_sorted = sorting.sort_int32(key)
     j = jnp.arange(s)[None, :]
     valid = j < n[:, None]
     r = jnp.where(valid, sorting.float32_from_sort_key(key_sorted), 0.0)     # running rem, ascending
-    b = (n[:, None] - j + srv.bg_seqs[:, None]).astype(jnp.float32)
-    ctx = ctx_mean_tokens(params, srv)
-    step = jax.vmap(lambda bb: decode_step_s(params, bb, ctx), in_axes=1, out_axes=1)(b)   # [V, S]
+    rank = sorting.count_below_rows(jnp.where(valid, r, jnp.inf), jnp.broadcast_to(jnp.arange(v)[:, None], (v, s)),
+                                    jnp.where(run, srv.rem_tokens, jnp.inf))
+    own_ctx = jnp.zeros((v, s)).at[jnp.arange(v)[:, None], jnp.where(run, rank, s)].add(
+        jnp.where(run, srv.ctx_tokens, 0.0), mode="drop")
+    ctx_suffix = jnp.cumsum(own_ctx[:, ::-1], -1)[:, ::-1]                  # own context still running in phase j
     r_prev = jnp.concatenate([jnp.zeros_like(r[:, :1]), r[:, :-1]], -1)
-    dt = jnp.where(valid, (r - r_prev) * step, 0.0)
+    m = (n[:, None] - j).astype(jnp.float32)                                # own sequences running in phase j
+    b = m + srv.bg_seqs[:, None]
+    base = jax.vmap(lambda bb: step_base_s(params, bb), in_axes=1, out_axes=1)(b)   # [V, S]
+    kv_s = kv_read_s_per_token(params)                                      # [V]
+    ctx0 = ctx_suffix + m * r_prev + (srv.bg_seqs * params.bg_context)[:, None]
+    steps = r - r_prev                                                      # phase lengths
+    dt = jnp.where(valid, steps * base + kv_s[:, None] * (steps * ctx0 + m * steps * steps / 2.0), 0.0)
     t_sorted = jnp.where(valid, jnp.cumsum(dt, -1), jnp.inf)
-    return BatchSchedule(jnp.where(valid, r, jnp.inf), t_sorted, step, n)
+    return BatchSchedule(jnp.where(valid, r, jnp.inf), t_sorted, base, ctx0, kv_s, n)
 
 
 def tokens_done_by(sched: BatchSchedule, t_s):
@@ -133,7 +194,9 @@ def tokens_done_by(sched: BatchSchedule, t_s):
     r = jnp.where(jnp.isfinite(sched.sorted_rem), sched.sorted_rem, 0.0)
     r_prev = jnp.concatenate([jnp.zeros_like(r[:, :1]), r[:, :-1]], -1)
     inside = (t_prev < t_s) & (t_s < sched.sorted_done_s)
-    return jnp.sum(jnp.where(inside, r_prev + (t_s - t_prev) / sched.step_s, 0.0), -1)
+    m = (sched.n_running[:, None] - jnp.arange(r.shape[-1])[None, :]).astype(jnp.float32)
+    x = steps_within_s(sched.base_s, sched.kv_s[:, None], sched.phase_ctx0, m, jnp.where(inside, t_s - t_prev, 0.0))
+    return jnp.sum(jnp.where(inside, r_prev + x, 0.0), -1)
 
 
 def enqueue(params: EnvParams, srv: ServerState, server, valid, out_tokens, prompt_tokens):
@@ -185,7 +248,8 @@ def task_schedule(params: EnvParams, srv: ServerState, sched: BatchSchedule, que
 
     A running sequence decodes until its completion in the current batch (no wait). The k-th
     waiter (queue_pos k) starts at the slot boundary after the k-th completion of the running
-    batch (cycling through the batch when k exceeds it) and decodes in a full batch.
+    batch (cycling through the batch when k exceeds it) and decodes in a full batch, whose total context
+    stays at its current value but for the task's own growth (finished sequences are replaced).
     Only the U looked-up entries are computed (gathers of [U], not [V, S]).
     """
     e = jnp.minimum(entry, params.max_seqs - 1)
@@ -198,9 +262,9 @@ def task_schedule(params: EnvParams, srv: ServerState, sched: BatchSchedule, que
     ceil_slot = lambda t: jnp.ceil(t / params.slot_s) * params.slot_s   # noqa: E731
     wait = ceil_slot(t_k) + (k // n) * ceil_slot(t_last)
     b_full = (sched.n_running + srv.bg_seqs).astype(jnp.float32)
-    step_full = decode_step_s(params, b_full, ctx_mean_tokens(params, srv))       # [V]
+    full_s = decode_steps_s(params, b_full[server], ctx_total_tokens(params, srv)[server], 1.0, rem, server)
     done = completion_s(sched, server, jnp.where(running, rem, jnp.inf))
-    return running, jnp.where(running, 0.0, wait), jnp.where(running, done, rem * step_full[server])
+    return running, jnp.where(running, 0.0, wait), jnp.where(running, done, full_s)
 
 
 def advance(params: EnvParams, srv: ServerState, sched: BatchSchedule) -> ServerState:

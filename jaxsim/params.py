@@ -66,7 +66,9 @@ class EnvParams:
     quality: jnp.ndarray            # [A, T]
     act_is_edge: jnp.ndarray        # [A] bool
     act_server_base: jnp.ndarray    # [A] int: server = base + is_edge * cell
-    srv_flops: jnp.ndarray          # [V] achieved FLOP/s (peak x eta_c x gpus)
+    srv_flops: jnp.ndarray          # [V] achieved decode FLOP/s (peak x eta_c x gpus)
+    srv_prefill_flops: jnp.ndarray  # [V] achieved prefill FLOP/s (peak x eta_prefill x gpus)
+    srv_prefill_overhead_s: jnp.ndarray  # [V] fixed first-token cost (n_layers x per-layer overhead), s
     srv_bw: jnp.ndarray             # [V] achieved bytes/s
     srv_n_params: jnp.ndarray       # [V]
     srv_weight_bytes: jnp.ndarray   # [V]
@@ -162,6 +164,8 @@ def make_params(cfg: SimConfig) -> EnvParams:
         act_is_edge=jnp.asarray([a.site == "edge" for a in cfg.actions]),
         act_server_base=jnp.asarray(base, jnp.int32),
         srv_flops=srv(lambda a, m, h: h.peak_flops * a.n_gpus * inf.eta_compute),
+        srv_prefill_flops=srv(lambda a, m, h: h.peak_flops * a.n_gpus * inf.eta_prefill),
+        srv_prefill_overhead_s=srv(lambda a, m, h: m.n_layers * inf.prefill_overhead_s_per_layer),
         srv_bw=srv(lambda a, m, h: h.mem_bw_bytes_s * a.n_gpus * inf.eta_memory),
         srv_n_params=srv(lambda a, m, h: m.n_params),
         srv_weight_bytes=srv(lambda a, m, h: m.n_params * m.bytes_per_weight),

@@ -122,10 +122,20 @@ def transfer_time(bits, n_rb, rate):
 
 
 # ---------------------------------------------------------------- servers
-def step_time(p: EnvParams, v, b, ctx):
-    """Roofline decode step of server v with b sequences of mean context ctx, s."""
-    return np.maximum(2 * p.srv_n_params[v] * b / p.srv_flops[v],
-                      (p.srv_weight_bytes[v] + b * ctx * p.srv_kv_bytes[v]) / p.srv_bw[v])
+def step_base(p: EnvParams, v, b):
+    """Weight matmuls of one decode step of server v with b sequences, s."""
+    return np.maximum(2 * p.srv_n_params[v] * b / p.srv_flops[v], p.srv_weight_bytes[v] / p.srv_bw[v])
+
+
+def step_time(p: EnvParams, v, b, ctx_total):
+    """Roofline decode step of server v with b sequences holding ctx_total context tokens, s."""
+    return step_base(p, v, b) + ctx_total * p.srv_kv_bytes[v] / p.srv_bw[v]
+
+
+def prefill_time(p: EnvParams, v, prompt):
+    """First-token time of a prompt on server v (v and prompt broadcast), s."""
+    flops = 2 * p.srv_n_params[v] * prompt + p.prefill_attention * 2 * p.srv_n_layers[v] * prompt ** 2 * p.srv_d_model[v]
+    return p.srv_prefill_overhead_s[v] + np.maximum(flops / p.srv_prefill_flops[v], p.srv_weight_bytes[v] / p.srv_bw[v])
 
 
 def serve_slot(p: EnvParams, srv: dict, assoc, active, ttype, prompt, output, action, ul_s, dl_s):
@@ -161,18 +171,33 @@ def serve_slot(p: EnvParams, srv: dict, assoc, active, ttype, prompt, output, ac
         k_wait = rank - np.maximum(cap, 0)[:, None]                          # 0-based among waiters
         run = st == RUNNING
         n = run.sum(1)
-        ctx = ((ctxs[:, v] * run).sum(1) + bg[:, v] * p.bg_context) / np.maximum(n + bg[:, v], 1)
+        c_bg = bg[:, v] * p.bg_context                                      # background context, stationary
         srt = np.argsort(np.where(run, rem[:, v], np.inf), 1, kind="stable")
         r_sorted = np.take_along_axis(np.where(run, rem[:, v], 0.0), srt, 1)
+        c_sorted = np.take_along_axis(np.where(run, ctxs[:, v], 0.0), srt, 1)
+        kv = p.srv_kv_bytes[v] / p.srv_bw[v]
         t, r_prev = np.zeros(e_n), np.zeros(e_n)
         t_sorted = np.full((e_n, s_n), np.inf)
         steps = np.zeros(e_n)
         for j in range(s_n):
             live = j < n
-            dt = step_time(p, v, n - j + bg[:, v], ctx)
-            t_new = t + (r_sorted[:, j] - r_prev) * dt
+            m = n - j                                                       # own sequences still running
+            c_run = c_sorted[:, j:].sum(1)                                  # their prompts + generated at slot start
+            base = step_base(p, v, m + bg[:, v])
+            c0 = c_run + m * r_prev + c_bg                                  # batch context at the phase's start
+
+            def elapsed(x):
+                # x steps into the phase, each charged at its mid-step context (the token's KV is being written)
+                return x * base + kv * (x * c0 + m * x * x / 2)
+            length = r_sorted[:, j] - r_prev
+            t_new = t + elapsed(length)
             inside = live & (t < p.slot_s) & (p.slot_s < t_new)
-            steps = np.where(inside, r_prev + (p.slot_s - t) / dt, steps)
+            lo, hi = np.zeros(e_n), length.copy()                           # bisection for the steps in the slot
+            for _ in range(60):
+                mid = (lo + hi) / 2
+                below = t + elapsed(mid) <= p.slot_s
+                lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+            steps = np.where(inside, r_prev + lo, steps)
             t = np.where(live, t_new, t)
             t_sorted[:, j] = np.where(live, t, np.inf)
             r_prev = np.where(live, r_sorted[:, j], r_prev)
@@ -183,7 +208,9 @@ def serve_slot(p: EnvParams, srv: dict, assoc, active, ttype, prompt, output, ac
         t_k = np.take_along_axis(t_sorted, np.minimum(kk % nn, s_n - 1), 1)
         t_last = np.take_along_axis(t_sorted, nn - 1, 1)
         wait_s[:, v] = ceil(t_k) + (kk // nn) * np.where(np.isfinite(t_last), ceil(t_last), 0.0)
-        dec_wait[:, v] = rem[:, v] * step_time(p, v, n + bg[:, v], ctx)[:, None]
+        c_now = (ctxs[:, v] * run).sum(1) + c_bg                              # a full batch's context stays
+        x = rem[:, v]
+        dec_wait[:, v] = x * step_base(p, v, n + bg[:, v])[:, None] + kv * (x * c_now[:, None] + x * x / 2)
         fin = run & (done_s[:, v] <= p.slot_s)
         go = run & ~fin
         rem[:, v] = np.where(go, np.maximum(rem[:, v] - steps[:, None], 0), np.where(fin, 0, rem[:, v]))
@@ -195,8 +222,7 @@ def serve_slot(p: EnvParams, srv: dict, assoc, active, ttype, prompt, output, ac
     dl_bits = output * p.bits_per_output_token[ttype]
     cloud = ~p.act_is_edge[action]
     bh = cloud * (2 * p.backhaul_latency_s + (ul_bits + dl_bits) / p.backhaul_bps)
-    pre = (2 * p.srv_n_params[server] * prompt
-           + p.prefill_attention * 2 * p.srv_n_layers[server] * prompt ** 2 * p.srv_d_model[server]) / p.srv_flops[server]
+    pre = prefill_time(p, server, prompt)
     e2 = np.broadcast_to(ei[:, None], (e_n, u_n))
     i2 = np.maximum(entry, 0)
     d_run = done_s[e2, server, i2]
@@ -248,11 +274,9 @@ def greedy_actions(p: EnvParams, load_seqs, active, assoc, ttype, prompt, output
         v = p.act_server_base[a]
         radio = (ul_bits + dl_bits) / np.maximum(n_rb * rate, 1e-9)
         bh = (not p.act_is_edge[a]) * (2 * p.backhaul_latency_s + (ul_bits + dl_bits) / p.backhaul_bps)
-        pre = (2 * p.srv_n_params[v] * prompt
-               + p.prefill_attention * 2 * p.srv_n_layers[v] * prompt ** 2 * p.srv_d_model[v]) / p.srv_flops[v]
+        pre = prefill_time(p, v, prompt)
         b = load_seqs[..., a] + 1
-        step = np.maximum(2 * p.srv_n_params[v] * b / p.srv_flops[v],
-                          (p.srv_weight_bytes[v] + b * p.bg_context * p.srv_kv_bytes[v]) / p.srv_bw[v])
+        step = step_time(p, v, b, b * p.bg_context)
         delay = radio + bh + pre + output * step
         q = p.quality[a][ttype]
         ok = (delay <= p.budget_s[ttype]) & (q >= p.min_quality[ttype])

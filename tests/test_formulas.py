@@ -115,71 +115,104 @@ def test_integer_rbs_whole_and_complete():
             assert n[sel].sum() == 51
 
 
-def _loop_completion(p, v, rem, bg, ctx_mean):
-    """Token-by-token simulation of one server's batch: completion time of each sequence."""
-    rem = list(rem)
+def _loop_completion(p, v, rem, ctx, bg):
+    """Token-by-token simulation of one server's batch: completion time of each sequence. Every step costs
+    the weight matmuls at the current batch size plus the KV read of the batch's context at mid-step (each
+    running sequence's prompt + tokens so far + 1/2; background sequences at bg_context)."""
+    rem, ctx = list(rem), list(ctx)
     t, done = 0.0, [None] * len(rem)
+    n_params, flops = float(p.srv_n_params[v]), float(p.srv_flops[v])
+    w, kv, bw = float(p.srv_weight_bytes[v]), float(p.srv_kv_bytes[v]), float(p.srv_bw[v])
     while any(d is None for d in done):
-        b = sum(d is None for d in done) + bg
-        dt = float(inference.decode_step_s(p, jnp.float32(b), jnp.float32(ctx_mean))[v])
-        t += dt
-        for i in range(len(rem)):
-            if done[i] is None:
-                rem[i] -= 1
-                if rem[i] <= 0:
-                    done[i] = t
+        live = [i for i in range(len(rem)) if done[i] is None]
+        b = len(live) + bg
+        ctx_total = sum(ctx[i] + 0.5 for i in live) + bg * float(p.bg_context)
+        t += max(2 * n_params * b / flops, w / bw) + ctx_total * kv / bw
+        for i in live:
+            rem[i] -= 1
+            ctx[i] += 1
+            if rem[i] <= 0:
+                done[i] = t
     return done
 
 
 def test_batched_completion_equals_loop_simulation():
+    """The closed-form phase sums (growing context, shrinking batch) equal a token-by-token loop."""
     p = make_params(SimConfig())
     s = p.max_seqs
     rng = np.random.default_rng(2)
-    v = 4                                            # the 70B cloud server
-    n = 12
-    rem = rng.integers(1, 400, n).astype(np.float32)
-    ctx = rng.integers(50, 2000, n).astype(np.float32)
-    bg = 300
-    status = np.zeros((p.n_servers, s), np.int32)
-    r = np.zeros((p.n_servers, s), np.float32)
-    c = np.zeros((p.n_servers, s), np.float32)
-    idx = rng.choice(s, n, replace=False)
-    status[v, idx], r[v, idx], c[v, idx] = inference.RUNNING, rem, ctx
-    bgv = np.zeros(p.n_servers, np.int32)
-    bgv[v] = bg
-    srv = inference.ServerState(jnp.asarray(r), jnp.asarray(c), jnp.asarray(status),
-                                jnp.zeros_like(jnp.asarray(status)), jnp.zeros(p.n_servers, jnp.int32), jnp.asarray(bgv))
-    sched = inference.batch_schedule(p, srv)
-    ctx_mean = (ctx.sum() + bg * float(p.bg_context)) / (n + bg)
-    want = _loop_completion(p, v, rem, bg, ctx_mean)
-    done = inference.completion_s(sched, jnp.full(n, v), jnp.asarray(rem))
-    np.testing.assert_allclose(np.asarray(done), want, rtol=1e-5)
-    # carried state after one slot: survivors lost exactly the steps that fit in the slot
-    after = inference.advance(p, srv, sched)
-    slot = float(p.slot_s)
-    for i, w in zip(idx, want):
-        if w <= slot:
-            assert int(after.status[v, i]) == inference.FREE
-        else:
-            assert int(after.status[v, i]) == inference.RUNNING
-    steps_in_slot = rem[0] - float(after.rem_tokens[v, idx[0]]) if want[0] > slot else None
-    if steps_in_slot is not None:
-        dt0 = float(inference.decode_step_s(p, jnp.float32(n + bg), jnp.float32(ctx_mean))[v])
-        # while nobody finished inside the slot every step takes dt0
-        if min(want) > slot:
-            assert steps_in_slot == pytest.approx(slot / dt0, rel=1e-4)
+    for v, bg in ((4, 300), (0, 0)):                 # the 70B cloud server under load; an idle edge server
+        n = 12
+        rem = rng.integers(1, 400, n).astype(np.float32)
+        rem[3] = rem[5]                              # a tie finishes together
+        ctx = rng.integers(50, 2000, n).astype(np.float32)
+        status = np.zeros((p.n_servers, s), np.int32)
+        r = np.zeros((p.n_servers, s), np.float32)
+        c = np.zeros((p.n_servers, s), np.float32)
+        idx = rng.choice(s, n, replace=False)
+        status[v, idx], r[v, idx], c[v, idx] = inference.RUNNING, rem, ctx
+        bgv = np.zeros(p.n_servers, np.int32)
+        bgv[v] = bg
+        srv = inference.ServerState(jnp.asarray(r), jnp.asarray(c), jnp.asarray(status),
+                                    jnp.zeros_like(jnp.asarray(status)), jnp.zeros(p.n_servers, jnp.int32),
+                                    jnp.asarray(bgv))
+        sched = inference.batch_schedule(p, srv)
+        want = _loop_completion(p, v, rem, ctx, bg)
+        done = inference.completion_s(sched, jnp.full(n, v), jnp.asarray(rem))
+        np.testing.assert_allclose(np.asarray(done), want, rtol=1e-5)
+        # carried state after one slot: finished sequences leave, survivors took the steps that fit in the slot
+        after = inference.advance(p, srv, sched)
+        slot = float(p.slot_s)
+        for i, w in zip(idx, want):
+            assert int(after.status[v, i]) == (inference.FREE if w <= slot else inference.RUNNING)
+        live = [k for k, w in enumerate(want) if w > slot]
+        if live:
+            k = live[0]
+            took = rem[k] - float(after.rem_tokens[v, idx[k]])
+            assert float(after.ctx_tokens[v, idx[k]]) == pytest.approx(ctx[k] + took, rel=1e-5)
+            # the steps taken are those whose cumulative time fits in the slot (within one step)
+            cut = _loop_completion(p, v, [min(x, math.floor(took)) for x in rem], ctx, bg)
+            assert max(cut) <= slot * (1 + 1e-5)
+            more = _loop_completion(p, v, [min(x, math.floor(took) + 1) for x in rem], ctx, bg)
+            assert max(more) > slot
+
+
+def test_decode_steps_closed_form_and_inverse():
+    """decode_steps_s sums the steps at mid-step context; steps_within_s inverts it."""
+    p = make_params(SimConfig())
+    v = jnp.int32(1)
+    b, c0, grow = 37.0, 37 * 900.0, 5.0
+    n = 613.0
+    loop = sum(float(inference.decode_step_s(p, jnp.float32(b), jnp.float32((c0 + grow * (k + 0.5)) / b), v))
+               for k in range(int(n)))
+    got = float(inference.decode_steps_s(p, jnp.float32(b), jnp.float32(c0), jnp.float32(grow), jnp.float32(n), v))
+    assert got == pytest.approx(loop, rel=1e-5)
+    base = inference.step_base_s(p, jnp.float32(b), v)
+    kv = inference.kv_read_s_per_token(p, v)
+    for x in (0.0, 0.25, 17.5, 613.0):
+        t = inference.decode_steps_s(p, jnp.float32(b), jnp.float32(c0), jnp.float32(grow), jnp.float32(x), v)
+        assert float(inference.steps_within_s(base, kv, jnp.float32(c0), jnp.float32(grow), t)) == \
+            pytest.approx(x, rel=1e-5, abs=1e-4)
 
 
 def test_roofline_decode_step_regimes():
     p = make_params(SimConfig())
-    # edge 3B on L40S, 4 sequences of 1024 tokens: memory bound, (6.42 GB + 4 x 1024 x 114688 B) / (864 GB/s x 0.8)
+    inf = SimConfig().inference
+    ec, em, ep = inf.eta_compute, inf.eta_memory, inf.eta_prefill
+    # edge 3B on L40S, 4 sequences of 1024 tokens: the weight read bounds the matmuls, then the KV read
+    # (6.42 GB / (864 GB/s em)) + 4 x 1024 x 114688 B / (864 GB/s em)
     t = float(inference.decode_step_s(p, jnp.float32(4.0), jnp.float32(1024.0))[0])
-    assert t == pytest.approx((3.21e9 * 2 + 4 * 1024 * 114688) / (864e9 * 0.8), rel=1e-5)
-    # 70B over 8 H100 at 1024 sequences: compute term 2 N b / (F eta_c)
+    assert t == pytest.approx((3.21e9 * 2 + 4 * 1024 * 114688) / (864e9 * em), rel=1e-5)
+    # 70B over 8 H100 at 1024 sequences and no context: compute term 2 N b / (F eta_c)
     t = float(inference.decode_step_s(p, jnp.float32(1024.0), jnp.float32(0.0))[4])
-    assert t == pytest.approx(2 * 70.6e9 * 1024 / (8 * 989e12 * 0.5), rel=1e-5)
+    assert t == pytest.approx(2 * 70.6e9 * 1024 / (8 * 989e12 * ec), rel=1e-5)
+    # prefill of 2000 tokens on the edge 3B: compute bound, plus 28 layers' fixed overhead
     pf = float(inference.prefill_s(p, 0, jnp.float32(2000.0)))
-    assert pf == pytest.approx((2 * 3.21e9 * 2000 + 2 * 28 * 2000 ** 2 * 3072) / (362e12 * 0.5), rel=1e-5)
+    want = 28 * inf.prefill_overhead_s_per_layer + (2 * 3.21e9 * 2000 + 2 * 28 * 2000 ** 2 * 3072) / (362e12 * ep)
+    assert pf == pytest.approx(want, rel=1e-5)
+    # a 10-token prompt is bound by reading the weights once
+    pf = float(inference.prefill_s(p, 0, jnp.float32(10.0)))
+    assert pf == pytest.approx(28 * inf.prefill_overhead_s_per_layer + 3.21e9 * 2 / (864e9 * em), rel=1e-5)
 
 
 def test_bg_walk_bounded():
