@@ -267,10 +267,10 @@ def _default_actions() -> tuple[Action, ...]:
 class InferenceConfig:
     # efficiencies and the per-layer prefill overhead: fitted to published TensorRT-LLM serving measurements
     # (scripts/validate_latency.py, fit half; docs/model.md "Validation against measured serving")
-    eta_compute: float = bounded(0.5, 0.0, 1.0, lo_open=True)        # decode matmuls: achieved fraction of peak FLOP/s
-    eta_memory: float = bounded(0.8, 0.0, 1.0, lo_open=True)         # achieved fraction of memory bandwidth
+    eta_compute: float = bounded(0.6, 0.0, 1.0, lo_open=True)        # decode matmuls: achieved fraction of peak FLOP/s
+    eta_memory: float = bounded(0.77, 0.0, 1.0, lo_open=True)        # achieved fraction of memory bandwidth
     eta_prefill: float = bounded(0.6, 0.0, 1.0, lo_open=True)        # prefill: achieved fraction of peak FLOP/s
-    prefill_overhead_s_per_layer: float = bounded(1.75e-4, 0.0, 1.0)  # fixed first-token cost per layer, s
+    prefill_overhead_s_per_layer: float = bounded(1.7e-4, 0.0, 1.0)  # fixed first-token cost per layer, s
     kv_reserve_tokens: int = bounded(1024, 1, 10_000_000, integer=True)    # KV tokens reserved per sequence (b_max)
     bg_context_tokens: int = bounded(1024, 0, 10_000_000, integer=True)    # mean context of a background sequence
     max_server_seqs: int = bounded(128, 1, 65_536, integer=True)   # own sequences a server tracks; more are refused
