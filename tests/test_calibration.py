@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from icl.llm import write_gguf
+from jaxsim.config import InferenceConfig
 from scripts import calibrate_roofline
 
 from test_llm_weights import LLAMA, hf_params, tok_meta
@@ -43,7 +44,8 @@ def test_calibration_fits_and_errors_match_an_independent_computation(tmp_path):
         return math.exp(np.mean(np.log(ratios)))
     eta_c, eta_m = fit("prefill"), fit("decode_step")
     np.testing.assert_allclose([res["fitted"]["eta_compute"], res["fitted"]["eta_memory"]], [eta_c, eta_m], rtol=1e-4)
-    assert res["design"]["eta_compute"] == 0.5 and res["design"]["eta_memory"] == 0.8
+    inf = InferenceConfig()
+    assert res["design"]["eta_compute"] == inf.eta_compute and res["design"]["eta_memory"] == inf.eta_memory
     for label in ("design", "fitted"):
         ec, em = res[label]["eta_compute"], res[label]["eta_memory"]
         errs = [abs(predicted(s, b, res, ec, em) / measured[(s, b)] - 1) for (s, b) in measured]
