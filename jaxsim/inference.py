@@ -111,6 +111,43 @@ def prefill_s(params: EnvParams, server, prompt_tokens, n_prompts=1.0):
                                                                params.srv_weight_bytes[server] / params.srv_bw[server])
 
 
+@struct.dataclass
+class ServingParams:
+    """The fields of :class:`jaxsim.params.EnvParams` that the server formulas here read, for servers outside a
+    scenario (validation against measured serving, calibration): every function of this module that takes
+    ``params`` and no scenario field accepts either. One entry per server, efficiencies folded in."""
+    n_servers: int = struct.field(pytree_node=False)
+    max_seqs: int = struct.field(pytree_node=False)
+    srv_flops: jnp.ndarray
+    srv_prefill_flops: jnp.ndarray
+    srv_prefill_overhead_s: jnp.ndarray
+    srv_bw: jnp.ndarray
+    srv_n_params: jnp.ndarray
+    srv_weight_bytes: jnp.ndarray
+    srv_kv_bytes: jnp.ndarray
+    srv_n_layers: jnp.ndarray
+    srv_d_model: jnp.ndarray
+    bg_context: jnp.ndarray
+    prefill_attention: jnp.ndarray
+
+
+def serving_params(peak_flops, mem_bw_bytes_s, n_params, n_layers, n_kv_heads, head_dim, d_model, bytes_per_value,
+                   n_gpus, eff, max_seqs: int = 1) -> ServingParams:
+    """Servers from datasheet and model-shape arrays ([V] each; ``bytes_per_value`` for weights and KV alike)
+    and efficiencies ``eff`` (eta_compute, eta_memory, eta_prefill, prefill_overhead_s_per_layer: floats or
+    traced scalars), derived as :func:`jaxsim.params.make_params` derives a scenario's servers."""
+    f32 = lambda x: jnp.asarray(x, jnp.float32)   # noqa: E731
+    peak, tp, nl = f32(peak_flops) * f32(n_gpus), f32(n_gpus), f32(n_layers)
+    return ServingParams(
+        n_servers=int(jnp.shape(peak)[0]), max_seqs=max_seqs,
+        srv_flops=peak * eff["eta_compute"], srv_prefill_flops=peak * eff["eta_prefill"],
+        srv_prefill_overhead_s=nl * eff["prefill_overhead_s_per_layer"],
+        srv_bw=f32(mem_bw_bytes_s) * tp * eff["eta_memory"],
+        srv_n_params=f32(n_params), srv_weight_bytes=f32(n_params) * f32(bytes_per_value),
+        srv_kv_bytes=2.0 * nl * f32(n_kv_heads) * f32(head_dim) * f32(bytes_per_value),
+        srv_n_layers=nl, srv_d_model=f32(d_model), bg_context=jnp.float32(0.0), prefill_attention=jnp.float32(1.0))
+
+
 def bg_walk(key, params: EnvParams, bg_seqs):
     """Bounded random walk of the background load: +-bg_step per slot, clipped to [0, bg_max]."""
     u = prng.uniform(key, bg_seqs.shape)

@@ -6,11 +6,13 @@
    jitted reduction over a 512 MiB array: bytes read / s).
 2. Times the LLM: prefill of B x L tokens and one KV-cached decode step at context C, for several
    batch sizes B (the runtime's own jitted stages, warm, best of --reps).
-3. Predicts the same times with the simulator's roofline (``jaxsim.inference``'s formulas: prefill
-   (2 N L + 2 n_layer L^2 d_model) / (F eta_c) per sequence; decode max(2 N b / (F eta_c),
-   (N bytes_w + b c kv_bytes) / (BW eta_m))) fed with the measured F and BW, both with the
-   simulator's default efficiencies (eta_c 0.5, eta_m 0.8) and with efficiencies fitted here
-   (least squares in log time), and reports each point's relative error.
+3. Predicts the same times with the simulator's own server formulas (``jaxsim.inference.prefill_s`` for
+   the B prompts together and ``decode_step_s`` at context L, on ``inference.serving_params`` built from
+   the measured F and BW), both with the simulator's default efficiencies (``InferenceConfig``) and with
+   efficiencies fitted here: eta_prefill from the prefill times (compute-bound: geometric mean of
+   FLOPs / F over measured time), eta_memory from the decode steps (memory-bound at these batches:
+   geometric mean of (weights + KV bytes) / BW over measured time), no per-layer overhead (a GPU's
+   kernel-launch cost), eta_compute at its default; and reports each point's relative error.
 
 Writes <out>/calibration.csv and calibration.json and prints one JSON line last. Runs as is on a GPU
 (jax picks the device).
@@ -28,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiment.files import atomic_write_bytes
+from jaxsim import inference
 from jaxsim.config import InferenceConfig
 from scripts.bench_llm import best_time, matmul_gflops
 from scripts.study import write_csv
@@ -71,10 +74,14 @@ def llm_times(lm, batches, prompt_len: int, reps: int, decode_steps: int = 8):
     return out
 
 
-def roofline(n_params, n_layers, d_model, kv_bytes_tok, bytes_w, b, prompt_len, flops, bw, eta_c, eta_m):
-    pre = b * (2 * n_params * prompt_len + 2 * n_layers * prompt_len ** 2 * d_model) / (flops * eta_c)
-    step = max(2 * n_params * b / (flops * eta_c), (n_params * bytes_w + b * prompt_len * kv_bytes_tok) / (bw * eta_m))
-    return pre, step
+def predict(dims, b, prompt_len, flops, bw, eff):
+    """(prefill of b prompts of prompt_len tokens, one decode step of b sequences at context prompt_len), s,
+    from jaxsim.inference's formulas. dims: (n_params, n_layers, n_kv_heads, head_dim, d_model, bytes)."""
+    n, nl, kvh, hd, dm, nbytes = dims
+    sp = inference.serving_params([flops], [bw], [n], [nl], [kvh], [hd], [dm], [nbytes], [1.0], eff)
+    pre = inference.prefill_s(sp, 0, jnp.float32(prompt_len), jnp.float32(b))
+    step = inference.decode_step_s(sp, jnp.float32(b), jnp.float32(prompt_len), jnp.int32(0))
+    return float(pre), float(step)
 
 
 def main(argv=None) -> dict:
@@ -99,27 +106,25 @@ def main(argv=None) -> dict:
     flops, bw = machine_peak(reps)
     times = llm_times(lm, batches, args.prompt_len, reps)
 
-    def predict(eta_c, eta_m):
-        return {b: roofline(n, c.n_layers, c.dim, kv_tok, bytes_w, b, args.prompt_len, flops, bw, eta_c, eta_m)
-                for b in batches}
-
-    # fitted efficiencies: prefill is compute-bound, so eta_c = predicted(eta 1) / measured (geometric mean);
-    # eta_m from the decode steps that the roofline calls memory-bound at eta 1
-    p1 = predict(1.0, 1.0)
-    eta_c = math.exp(np.mean([math.log(p1[b][0] / times[b][0]) for b in batches]))
-    eta_m = math.exp(np.mean([math.log(p1[b][1] / times[b][1]) for b in batches]))
+    dims = (n, c.n_layers, c.n_kv_heads, c.head_dim, c.dim, bytes_w)
     inf = InferenceConfig()
+    design = {k: getattr(inf, k) for k in ("eta_compute", "eta_memory", "eta_prefill", "prefill_overhead_s_per_layer")}
+    # fitted: prefill is compute-bound, decode steps at these batches memory-bound (weights + KV at context L)
+    pre_flops = {b: b * (2 * n * args.prompt_len + 2 * c.n_layers * args.prompt_len ** 2 * c.dim) for b in batches}
+    step_bytes = {b: n * bytes_w + b * args.prompt_len * kv_tok for b in batches}
+    eta_p = math.exp(np.mean([math.log(pre_flops[b] / flops / times[b][0]) for b in batches]))
+    eta_m = math.exp(np.mean([math.log(step_bytes[b] / bw / times[b][1]) for b in batches]))
+    fitted = dict(design, eta_memory=eta_m, eta_prefill=eta_p, prefill_overhead_s_per_layer=0.0)
     rows, report = [], {}
-    for label, (ec, em) in (("design", (inf.eta_compute, inf.eta_memory)), ("fitted", (eta_c, eta_m))):
-        pred = predict(ec, em)
+    for label, eff in (("design", design), ("fitted", fitted)):
         errs = []
         for b in batches:
+            pred = predict(dims, b, args.prompt_len, flops, bw, eff)
             for k, what in ((0, "prefill"), (1, "decode_step")):
-                err = pred[b][k] / times[b][k] - 1.0
+                err = pred[k] / times[b][k] - 1.0
                 errs.append(abs(err))
-                rows.append([label, what, b, args.prompt_len, f"{times[b][k]:.6g}", f"{pred[b][k]:.6g}", f"{err:+.4f}"])
-        report[label] = {"eta_compute": ec, "eta_memory": em, "mean_abs_rel_error": float(np.mean(errs)),
-                         "max_abs_rel_error": float(np.max(errs))}
+                rows.append([label, what, b, args.prompt_len, f"{times[b][k]:.6g}", f"{pred[k]:.6g}", f"{err:+.4f}"])
+        report[label] = {**eff, "mean_abs_rel_error": float(np.mean(errs)), "max_abs_rel_error": float(np.max(errs))}
     os.makedirs(args.out, exist_ok=True)
     write_csv(os.path.join(args.out, "calibration.csv"),
               ["efficiencies", "stage", "batch", "context", "measured_s", "predicted_s", "rel_error"], rows)

@@ -31,7 +31,6 @@ Writes <out>/latency_validation.csv; the last line printed is
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -39,7 +38,6 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
 from experiment.files import write_csv
 from jaxsim import inference
@@ -97,24 +95,6 @@ FIRST_TOKEN = [
 EFFICIENCIES = ("eta_compute", "eta_memory", "eta_prefill", "prefill_overhead_s_per_layer")
 
 
-@struct.dataclass
-class ServingParams:
-    """The fields of :class:`jaxsim.params.EnvParams` that the server model reads, one server per configuration."""
-    n_servers: int = struct.field(pytree_node=False)
-    max_seqs: int = struct.field(pytree_node=False)
-    srv_flops: jnp.ndarray
-    srv_prefill_flops: jnp.ndarray
-    srv_prefill_overhead_s: jnp.ndarray
-    srv_bw: jnp.ndarray
-    srv_n_params: jnp.ndarray
-    srv_weight_bytes: jnp.ndarray
-    srv_kv_bytes: jnp.ndarray
-    srv_n_layers: jnp.ndarray
-    srv_d_model: jnp.ndarray
-    bg_context: jnp.ndarray
-    prefill_attention: jnp.ndarray
-
-
 def half_of(rows) -> np.ndarray:
     """0 / 1 per row: rows alternate within each group of a table (a group: the rows of one GPU and model),
     starting with the other half in every second group, so each half holds short and long settings."""
@@ -127,25 +107,18 @@ def half_of(rows) -> np.ndarray:
     return np.array(out)
 
 
-def serving_params(gpu_model_tp, eff, max_seqs: int = 1) -> ServingParams:
+def servers(gpu_model_tp, eff, max_seqs: int = 1) -> inference.ServingParams:
     """One server per (gpu, model, TP) with efficiencies ``eff`` (a dict of EFFICIENCIES, traced or float)."""
-    peak, bw, nbytes, n, nl, kvh, hd, dm = (np.array(x, np.float32) for x in zip(
-        *[GPUS[g] + MODELS[m] for g, m, _ in gpu_model_tp]))
-    tp = np.array([t for _, _, t in gpu_model_tp], np.float32)
-    return ServingParams(
-        n_servers=len(gpu_model_tp), max_seqs=max_seqs,
-        srv_flops=peak * tp * eff["eta_compute"], srv_prefill_flops=peak * tp * eff["eta_prefill"],
-        srv_prefill_overhead_s=nl * eff["prefill_overhead_s_per_layer"], srv_bw=bw * tp * eff["eta_memory"],
-        srv_n_params=jnp.asarray(n), srv_weight_bytes=jnp.asarray(n * nbytes), srv_kv_bytes=jnp.asarray(2 * nl * kvh * hd * nbytes),
-        srv_n_layers=jnp.asarray(nl), srv_d_model=jnp.asarray(dm), bg_context=jnp.float32(0.0),
-        prefill_attention=jnp.float32(1.0))
+    cols = list(zip(*[GPUS[g] + MODELS[m] + (t,) for g, m, t in gpu_model_tp]))
+    peak, bw, nbytes, n, nl, kvh, hd, dm, tp = (np.array(c, np.float32) for c in cols)
+    return inference.serving_params(peak, bw, n, nl, kvh, hd, dm, nbytes, tp, eff, max_seqs=max_seqs)
 
 
 def booked_throughput(eff) -> jnp.ndarray:
     """Output tokens/s per GPU of every THROUGHPUT configuration, as the project books the batch."""
     rows = THROUGHPUT
     s = max(r[2] for r in rows)
-    p = serving_params([(r[0], r[1], r[3]) for r in rows], eff, max_seqs=s)
+    p = servers([(r[0], r[1], r[3]) for r in rows], eff, max_seqs=s)
     batch = np.array([r[2] for r in rows])
     isl = np.array([r[4] for r in rows], np.float32)
     osl = np.array([r[5] for r in rows], np.float32)
@@ -165,7 +138,7 @@ def booked_throughput(eff) -> jnp.ndarray:
 
 def booked_first_token_ms(eff) -> jnp.ndarray:
     rows = FIRST_TOKEN
-    p = serving_params([(r[0], r[1], r[2]) for r in rows], eff)
+    p = servers([(r[0], r[1], r[2]) for r in rows], eff)
     return 1e3 * inference.prefill_s(p, jnp.arange(len(rows)), jnp.asarray([r[3] for r in rows], jnp.float32))
 
 

@@ -16,14 +16,16 @@ from test_llm_weights import LLAMA, hf_params, tok_meta
 L = 16          # --prompt-len
 
 
-def predicted(stage, b, res, eta_c, eta_m):
-    """DESIGN.md §5's roofline for the tiny model (f32 weights and KV), written out here."""
+def predicted(stage, b, res, eff):
+    """docs/model.md's server model for the tiny model (f32 weights and KV), written out here."""
     n, c = res["n_params"], LLAMA
+    f, bw = res["peak_flops"], res["mem_bw_bytes_s"]
     if stage == "prefill":
-        return b * (2 * n * L + 2 * c.n_layers * L * L * c.dim) / (res["peak_flops"] * eta_c)
+        return c.n_layers * eff["prefill_overhead_s_per_layer"] + max(
+            b * (2 * n * L + 2 * c.n_layers * L * L * c.dim) / (f * eff["eta_prefill"]), 4 * n / (bw * eff["eta_memory"]))
     kv_per_token = 2 * c.n_layers * c.n_kv_heads * c.head_dim * 4
-    return max(2 * n * b / (res["peak_flops"] * eta_c),
-               (4 * n + b * L * kv_per_token) / (res["mem_bw_bytes_s"] * eta_m))
+    return max(2 * n * b / (f * eff["eta_compute"]), 4 * n / (bw * eff["eta_memory"])) + \
+        b * L * kv_per_token / (bw * eff["eta_memory"])
 
 
 def test_calibration_fits_and_errors_match_an_independent_computation(tmp_path):
@@ -38,24 +40,27 @@ def test_calibration_fits_and_errors_match_an_independent_computation(tmp_path):
     measured = {(r["stage"], int(r["batch"])): float(r["measured_s"]) for r in rows if r["efficiencies"] == "design"}
     assert all(t > 0 for t in measured.values())
 
-    # fitted: eta = geometric mean of (prediction at eta 1) / measured, per stage
-    def fit(stage):
-        ratios = [predicted(stage, b, res, 1.0, 1.0) / measured[(stage, b)] for b in (1, 4)]
-        return math.exp(np.mean(np.log(ratios)))
-    eta_c, eta_m = fit("prefill"), fit("decode_step")
-    np.testing.assert_allclose([res["fitted"]["eta_compute"], res["fitted"]["eta_memory"]], [eta_c, eta_m], rtol=1e-4)
+    # fitted: eta_prefill from the prefill times, eta_memory from the decode steps (geometric means of the
+    # compute-bound / memory-bound time at eta 1 over the measured time), no per-layer overhead
+    n, c = res["n_params"], LLAMA
+    kv_per_token = 2 * c.n_layers * c.n_kv_heads * c.head_dim * 4
+
+    def geo(vals):
+        return math.exp(np.mean(np.log(vals)))
+    eta_p = geo([b * (2 * n * L + 2 * c.n_layers * L * L * c.dim) / res["peak_flops"] / measured[("prefill", b)]
+                 for b in (1, 4)])
+    eta_m = geo([(4 * n + b * L * kv_per_token) / res["mem_bw_bytes_s"] / measured[("decode_step", b)] for b in (1, 4)])
+    np.testing.assert_allclose([res["fitted"]["eta_prefill"], res["fitted"]["eta_memory"]], [eta_p, eta_m], rtol=1e-4)
+    assert res["fitted"]["prefill_overhead_s_per_layer"] == 0.0
     inf = InferenceConfig()
-    assert res["design"]["eta_compute"] == inf.eta_compute and res["design"]["eta_memory"] == inf.eta_memory
+    assert res["design"]["eta_compute"] == inf.eta_compute and res["design"]["eta_prefill"] == inf.eta_prefill
     for label in ("design", "fitted"):
-        ec, em = res[label]["eta_compute"], res[label]["eta_memory"]
-        errs = [abs(predicted(s, b, res, ec, em) / measured[(s, b)] - 1) for (s, b) in measured]
+        eff = res[label]
+        errs = [abs(predicted(s, b, res, eff) / measured[(s, b)] - 1) for (s, b) in measured]
         np.testing.assert_allclose(res[label]["mean_abs_rel_error"], np.mean(errs), rtol=1e-4)
         np.testing.assert_allclose(res[label]["max_abs_rel_error"], np.max(errs), rtol=1e-4)
         for r in (r for r in rows if r["efficiencies"] == label):
-            p = predicted(r["stage"], int(r["batch"]), res, ec, em)
+            p = predicted(r["stage"], int(r["batch"]), res, eff)
             np.testing.assert_allclose(float(r["predicted_s"]), p, rtol=1e-5)
-    # the prefill fit makes the fitted prefill errors' geometric mean exactly 1
-    logs = [math.log(predicted("prefill", b, res, eta_c, eta_m) / measured[("prefill", b)]) for b in (1, 4)]
-    assert abs(sum(logs)) < 1e-4
     saved = json.loads((out / "calibration.json").read_text())
     assert saved["fitted"] == res["fitted"] and len(saved["rows"]) == 8
