@@ -276,6 +276,7 @@ class InferenceConfig:
     max_server_seqs: int = bounded(128, 1, 65_536, integer=True)   # own sequences a server tracks; more are refused
     reject_delay_factor: float = bounded(2.0, 1.0, 100.0)  # a refused task is charged factor x budget, quality 0
     prefill_attention: bool = flag(True)                   # add 2 n_layer L^2 d_model to the prefill FLOPs
+    prefill_stall: bool = flag(False)      # a slot's admitted prompts are prefilled before the batch decodes on
 
     def validate(self, p: str) -> None:
         check_fields(self, p)

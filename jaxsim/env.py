@@ -165,16 +165,19 @@ def evaluate(params: EnvParams, state: EnvState, action, radio: RadioDelays | No
     server = task_server(params, state.assoc, action)
     srv, entry, accepted = inference.enqueue(params, state.servers, server, valid,
                                              state.output_tokens, state.prompt_tokens)
+    queued = srv.status == inference.QUEUED
     srv, queue_pos = inference.admit(params, srv)
-    sched = inference.batch_schedule(params, srv)
+    stall = inference.prefill_stall_s(params, srv, queued & (srv.status == inference.RUNNING))
+    sched = inference.batch_schedule(params, srv, stall)
     running, wait, decode = inference.task_schedule(params, srv, sched, queue_pos, server, entry)
-    decode = jnp.where(accepted, decode, 0.0)
+    prefill = inference.prefill_s(params, server, state.prompt_tokens)
+    # with the stall, a task admitted now decodes after the slot's prefills, its own among them (booked as prefill)
+    decode = jnp.where(accepted, decode - jnp.where(running, params.prefill_stall * prefill, 0.0), 0.0)
     wait = jnp.where(accepted & ~running, wait, 0.0)
     cloud = ~params.act_is_edge[action]
     dl_bits = state.output_tokens * params.bits_per_output_token[tt]
     ul_bits = state.prompt_tokens * params.prompt_bits_per_token
     backhaul = backhaul_s(params, cloud, ul_bits + dl_bits)
-    prefill = inference.prefill_s(params, server, state.prompt_tokens)
     budget, qmin = params.budget_s[tt], params.min_quality[tt]
     delay = radio.uplink_s + backhaul + wait + prefill + decode + radio.downlink_s
     quality = params.quality[action, tt]

@@ -129,6 +129,7 @@ class ServingParams:
     srv_d_model: jnp.ndarray
     bg_context: jnp.ndarray
     prefill_attention: jnp.ndarray
+    prefill_stall: jnp.ndarray
 
 
 def serving_params(peak_flops, mem_bw_bytes_s, n_params, n_layers, n_kv_heads, head_dim, d_model, bytes_per_value,
@@ -145,7 +146,8 @@ def serving_params(peak_flops, mem_bw_bytes_s, n_params, n_layers, n_kv_heads, h
         srv_bw=f32(mem_bw_bytes_s) * tp * eff["eta_memory"],
         srv_n_params=f32(n_params), srv_weight_bytes=f32(n_params) * f32(bytes_per_value),
         srv_kv_bytes=2.0 * nl * f32(n_kv_heads) * f32(head_dim) * f32(bytes_per_value),
-        srv_n_layers=nl, srv_d_model=f32(d_model), bg_context=jnp.float32(0.0), prefill_attention=jnp.float32(1.0))
+        srv_n_layers=nl, srv_d_model=f32(d_model), bg_context=jnp.float32(0.0), prefill_attention=jnp.float32(1.0),
+        prefill_stall=jnp.float32(0.0))
 
 
 def bg_walk(key, params: EnvParams, bg_seqs):
@@ -175,6 +177,7 @@ class BatchSchedule:
     phase_ctx0: jnp.ndarray  # [V, S] phase j's total context at its first step, tokens
     kv_s: jnp.ndarray        # [V] KV read per context token, s
     n_running: jnp.ndarray   # [V]
+    stall_s: jnp.ndarray     # [V] decode starts after this (the slot's prefills, with ``prefill_stall``), s
 
 
 def completion_s(sched: BatchSchedule, server, rem_tokens):
@@ -191,8 +194,18 @@ def completion_s(sched: BatchSchedule, server, rem_tokens):
     return jnp.where(jnp.isfinite(rem_tokens), t, jnp.inf)
 
 
-def batch_schedule(params: EnvParams, srv: ServerState) -> BatchSchedule:
-    """Sort + cumsum: completion times as the batch shrinks, no loop over sequences or tokens.
+def prefill_stall_s(params: EnvParams, srv: ServerState, admitted):
+    """With ``inference.prefill_stall``: the prompts admitted this slot (``admitted`` [V, S], their context still
+    the prompt) are prefilled at the slot's start, one after the other, before the batch's next decode step;
+    the sum of their prefill times, [V] s (0 without the option)."""
+    server = jnp.broadcast_to(jnp.arange(params.n_servers)[:, None], admitted.shape)
+    pre = prefill_s(params, server, srv.ctx_tokens)
+    return params.prefill_stall * jnp.sum(jnp.where(admitted, pre, 0.0), -1)
+
+
+def batch_schedule(params: EnvParams, srv: ServerState, stall_s=None) -> BatchSchedule:
+    """Sort + cumsum: completion times as the batch shrinks, no loop over sequences or tokens. Decoding
+    starts ``stall_s`` [V] after the slot's start (default 0).
 
     The sort is of int32 keys (:mod:`jaxsim.sorting`), XLA:CPU's fast sort; the running counts
     come back exactly (non-running entries sort last). The contexts of the sequences still running in
@@ -221,13 +234,14 @@ def batch_schedule(params: EnvParams, srv: ServerState) -> BatchSchedule:
     ctx0 = ctx_suffix + m * r_prev + (srv.bg_seqs * params.bg_context)[:, None]
     steps = r - r_prev                                                      # phase lengths
     dt = jnp.where(valid, steps * base + kv_s[:, None] * (steps * ctx0 + m * steps * steps / 2.0), 0.0)
-    t_sorted = jnp.where(valid, jnp.cumsum(dt, -1), jnp.inf)
-    return BatchSchedule(jnp.where(valid, r, jnp.inf), t_sorted, base, ctx0, kv_s, n)
+    stall = jnp.zeros((v,)) if stall_s is None else stall_s
+    t_sorted = jnp.where(valid, stall[:, None] + jnp.cumsum(dt, -1), jnp.inf)
+    return BatchSchedule(jnp.where(valid, r, jnp.inf), t_sorted, base, ctx0, kv_s, n, stall)
 
 
 def tokens_done_by(sched: BatchSchedule, t_s):
     """Decode steps every still-running sequence has taken by time t_s, [V]."""
-    t_prev = jnp.concatenate([jnp.zeros_like(sched.sorted_done_s[:, :1]), sched.sorted_done_s[:, :-1]], -1)
+    t_prev = jnp.concatenate([sched.stall_s[:, None], sched.sorted_done_s[:, :-1]], -1)
     r = jnp.where(jnp.isfinite(sched.sorted_rem), sched.sorted_rem, 0.0)
     r_prev = jnp.concatenate([jnp.zeros_like(r[:, :1]), r[:, :-1]], -1)
     inside = (t_prev < t_s) & (t_s < sched.sorted_done_s)

@@ -80,6 +80,7 @@ class EnvParams:
     srv_bg_step: jnp.ndarray        # [V] int
     bg_context: jnp.ndarray
     prefill_attention: jnp.ndarray  # 0/1
+    prefill_stall: jnp.ndarray      # 0/1: a slot's admitted prompts stall the decode of their server's batch
     reject_factor: jnp.ndarray
     backhaul_latency_s: jnp.ndarray
     backhaul_bps: jnp.ndarray
@@ -177,6 +178,7 @@ def make_params(cfg: SimConfig) -> EnvParams:
         srv_bg_step=jnp.asarray([a.bg_step_seqs for a in servers], jnp.int32),
         bg_context=f32(inf.bg_context_tokens),
         prefill_attention=f32(1.0 if inf.prefill_attention else 0.0),
+        prefill_stall=f32(1.0 if inf.prefill_stall else 0.0),
         reject_factor=f32(inf.reject_delay_factor),
         backhaul_latency_s=f32(cfg.backhaul.latency_s), backhaul_bps=f32(cfg.backhaul.rate_bps),
         w_delay=f32(cfg.reward.w_delay), w_miss=f32(cfg.reward.w_miss),

@@ -167,7 +167,10 @@ def serve_slot(p: EnvParams, srv: dict, assoc, active, ttype, prompt, output, ac
         cap = np.minimum(p.srv_b_max[v] - bg[:, v], s_n) - (st == RUNNING).sum(1)
         key = np.where(st == QUEUED, order[:, v], np.iinfo(np.int32).max)
         rank = np.argsort(np.argsort(key, 1, kind="stable"), 1, kind="stable")
-        st[(st == QUEUED) & (rank < cap[:, None])] = RUNNING
+        admitted = (st == QUEUED) & (rank < cap[:, None])
+        st[admitted] = RUNNING
+        # the option: the admitted prompts are prefilled one after the other before the batch decodes
+        stall = p.prefill_stall * (prefill_time(p, v, ctxs[:, v]) * admitted).sum(1)
         k_wait = rank - np.maximum(cap, 0)[:, None]                          # 0-based among waiters
         run = st == RUNNING
         n = run.sum(1)
@@ -176,7 +179,7 @@ def serve_slot(p: EnvParams, srv: dict, assoc, active, ttype, prompt, output, ac
         r_sorted = np.take_along_axis(np.where(run, rem[:, v], 0.0), srt, 1)
         c_sorted = np.take_along_axis(np.where(run, ctxs[:, v], 0.0), srt, 1)
         kv = p.srv_kv_bytes[v] / p.srv_bw[v]
-        t, r_prev = np.zeros(e_n), np.zeros(e_n)
+        t, r_prev = stall.copy(), np.zeros(e_n)
         t_sorted = np.full((e_n, s_n), np.inf)
         steps = np.zeros(e_n)
         for j in range(s_n):
@@ -228,7 +231,7 @@ def serve_slot(p: EnvParams, srv: dict, assoc, active, ttype, prompt, output, ac
     d_run = done_s[e2, server, i2]
     running = np.isfinite(d_run)
     wait = np.where(running, 0.0, wait_s[e2, server, i2])
-    dec = np.where(running, d_run, dec_wait[e2, server, i2])
+    dec = np.where(running, d_run - p.prefill_stall * pre, dec_wait[e2, server, i2])
     refused = active & (entry < 0)
     wait, dec = np.where(refused, 0.0, wait), np.where(refused, 0.0, dec)
     delay = np.where(refused, p.reject_factor * budget, ul_s + bh + wait + pre + dec + dl_s)

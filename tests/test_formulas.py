@@ -221,3 +221,23 @@ def test_bg_walk_bounded():
     for i in range(20):
         bg = inference.bg_walk(jax.random.PRNGKey(i), p, bg)
         assert np.all(np.asarray(bg) >= 0) and np.all(np.asarray(bg) <= np.asarray(p.srv_bg_max))
+
+
+def test_prefill_stall_delays_the_batch_by_the_slots_prefills():
+    """With inference.prefill_stall, the prompts admitted in a slot are prefilled before their server's batch
+    decodes: every task admitted there finishes later by the other admitted prompts' prefill times (its own is
+    booked as prefill_s either way); without the option nothing changes."""
+    from jaxsim import env
+    from jaxsim.config import InferenceConfig
+    base = SimConfig()
+    p_off, p_on = make_params(base), make_params(base.replace(inference=InferenceConfig(prefill_stall=True)))
+    _, state = env.reset(jax.random.PRNGKey(5), p_off)
+    state = state.replace(active=jnp.ones_like(state.active))
+    action = jnp.ones(p_off.n_users, jnp.int32)                    # every task to the one cloud_small server
+    _, off = env.evaluate(p_off, state, action)
+    _, on = env.evaluate(p_on, state, action)
+    pre = np.asarray(off["prefill_s"], np.float64)
+    assert not np.asarray(off["wait_s"]).any() and not np.asarray(off["refused"]).any()
+    np.testing.assert_allclose(np.asarray(on["prefill_s"]), pre, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(on["delay_s"]) - np.asarray(off["delay_s"]), pre.sum() - pre,
+                               rtol=1e-3, atol=2e-5)

@@ -28,6 +28,7 @@ def _configs():
     hw = tuple(dataclasses.replace(h, mem_bytes=7.4e9) if h.name == "L40S" else h for h in base.hardware)
     yield "queueing", base.replace(hardware=hw, inference=InferenceConfig(max_server_seqs=48))
     yield "refusals", tiny_config(inference=InferenceConfig(max_server_seqs=4))
+    yield "prefill_stall", base.replace(inference=InferenceConfig(prefill_stall=True))
 
 
 def _states(p, n_ep, n_steps, seed):
