@@ -195,12 +195,11 @@ def serve_slot(p: EnvParams, srv: dict, assoc, active, ttype, prompt, output, ac
             length = r_sorted[:, j] - r_prev
             t_new = t + elapsed(length)
             inside = live & (t < p.slot_s) & (p.slot_s < t_new)
-            lo, hi = np.zeros(e_n), length.copy()                           # bisection for the steps in the slot
-            for _ in range(60):
-                mid = (lo + hi) / 2
-                below = t + elapsed(mid) <= p.slot_s
-                lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
-            steps = np.where(inside, r_prev + lo, steps)
+            # the steps in the slot: elapsed(x) = slot - t, a quadratic in x (the textbook root)
+            qa, qb, qc = kv * m / 2, base + kv * c0, -(p.slot_s - t)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                root = np.where(qa > 0, (-qb + np.sqrt(qb * qb - 4 * qa * qc)) / (2 * qa), -qc / qb)
+            steps = np.where(inside, r_prev + root, steps)
             t = np.where(live, t_new, t)
             t_sorted[:, j] = np.where(live, t, np.inf)
             r_prev = np.where(live, r_sorted[:, j], r_prev)
