@@ -77,7 +77,7 @@ def draw_tasks(key, params: EnvParams):
 
     def tokens(x, mean):
         x = mean * jnp.exp(sig * jax.scipy.special.ndtri(x) - 0.5 * sig ** 2)
-        return jnp.clip(jnp.round(x), 1.0, 8.0 * mean)
+        return jnp.round(jnp.clip(x, 1.0, 8.0 * mean))      # whole tokens (the servers sort whole counts)
 
     return active, ttype, tokens(r[2], params.prompt_tokens[ttype]), tokens(r[3], params.output_tokens[ttype])
 
@@ -172,7 +172,9 @@ def evaluate(params: EnvParams, state: EnvState, action, radio: RadioDelays | No
     running, wait, decode = inference.task_schedule(params, srv, sched, queue_pos, server, entry)
     prefill = inference.prefill_s(params, server, state.prompt_tokens)
     # with the stall, a task admitted now decodes after the slot's prefills, its own among them (booked as prefill)
-    decode = jnp.where(accepted, decode - jnp.where(running, params.prefill_stall * prefill, 0.0), 0.0)
+    if params.prefill_stall:
+        decode = decode - jnp.where(running, prefill, 0.0)
+    decode = jnp.where(accepted, decode, 0.0)
     wait = jnp.where(accepted & ~running, wait, 0.0)
     cloud = ~params.act_is_edge[action]
     dl_bits = state.output_tokens * params.bits_per_output_token[tt]

@@ -40,11 +40,13 @@ from . import prng, sorting
 from .params import EnvParams
 
 FREE, RUNNING, QUEUED = 0, 1, 2
+REM_CAP = (1 << 23) - 1       # whole remaining tokens sort below this (task output tokens are validated <= 8e6)
+PACKED_MAX_SEQS = 256         # REM_CAP * 256 + 255 = 2^31 - 1: the largest array whose keys pack into int32
 
 
 @struct.dataclass
 class ServerState:
-    rem_tokens: jnp.ndarray   # [V, S] output tokens still to generate
+    rem_tokens: jnp.ndarray   # [V, S] output tokens still to generate (whole tokens)
     ctx_tokens: jnp.ndarray   # [V, S] context length (prompt + generated), tokens
     status: jnp.ndarray       # [V, S] int32: FREE / RUNNING / QUEUED
     order: jnp.ndarray        # [V, S] int32 FIFO position of a queued sequence (0 = admitted next);
@@ -118,6 +120,7 @@ class ServingParams:
     ``params`` and no scenario field accepts either. One entry per server, efficiencies folded in."""
     n_servers: int = struct.field(pytree_node=False)
     max_seqs: int = struct.field(pytree_node=False)
+    prefill_stall: bool = struct.field(pytree_node=False)
     srv_flops: jnp.ndarray
     srv_prefill_flops: jnp.ndarray
     srv_prefill_overhead_s: jnp.ndarray
@@ -129,7 +132,6 @@ class ServingParams:
     srv_d_model: jnp.ndarray
     bg_context: jnp.ndarray
     prefill_attention: jnp.ndarray
-    prefill_stall: jnp.ndarray
 
 
 def serving_params(peak_flops, mem_bw_bytes_s, n_params, n_layers, n_kv_heads, head_dim, d_model, bytes_per_value,
@@ -140,14 +142,13 @@ def serving_params(peak_flops, mem_bw_bytes_s, n_params, n_layers, n_kv_heads, h
     f32 = lambda x: jnp.asarray(x, jnp.float32)   # noqa: E731
     peak, tp, nl = f32(peak_flops) * f32(n_gpus), f32(n_gpus), f32(n_layers)
     return ServingParams(
-        n_servers=int(jnp.shape(peak)[0]), max_seqs=max_seqs,
+        n_servers=int(jnp.shape(peak)[0]), max_seqs=max_seqs, prefill_stall=False,
         srv_flops=peak * eff["eta_compute"], srv_prefill_flops=peak * eff["eta_prefill"],
         srv_prefill_overhead_s=nl * eff["prefill_overhead_s_per_layer"],
         srv_bw=f32(mem_bw_bytes_s) * tp * eff["eta_memory"],
         srv_n_params=f32(n_params), srv_weight_bytes=f32(n_params) * f32(bytes_per_value),
         srv_kv_bytes=2.0 * nl * f32(n_kv_heads) * f32(head_dim) * f32(bytes_per_value),
-        srv_n_layers=nl, srv_d_model=f32(d_model), bg_context=jnp.float32(0.0), prefill_attention=jnp.float32(1.0),
-        prefill_stall=jnp.float32(0.0))
+        srv_n_layers=nl, srv_d_model=f32(d_model), bg_context=jnp.float32(0.0), prefill_attention=jnp.float32(1.0))
 
 
 def bg_walk(key, params: EnvParams, bg_seqs):
@@ -197,34 +198,46 @@ def completion_s(sched: BatchSchedule, server, rem_tokens):
 def prefill_stall_s(params: EnvParams, srv: ServerState, admitted):
     """With ``inference.prefill_stall``: the prompts admitted this slot (``admitted`` [V, S], their context still
     the prompt) are prefilled at the slot's start, one after the other, before the batch's next decode step;
-    the sum of their prefill times, [V] s (0 without the option)."""
+    the sum of their prefill times, [V] s. None without the option (no stall)."""
+    if not params.prefill_stall:
+        return None
     server = jnp.broadcast_to(jnp.arange(params.n_servers)[:, None], admitted.shape)
     pre = prefill_s(params, server, srv.ctx_tokens)
-    return params.prefill_stall * jnp.sum(jnp.where(admitted, pre, 0.0), -1)
+    return jnp.sum(jnp.where(admitted, pre, 0.0), -1)
 
 
 def batch_schedule(params: EnvParams, srv: ServerState, stall_s=None) -> BatchSchedule:
     """Sort + cumsum: completion times as the batch shrinks, no loop over sequences or tokens. Decoding
     starts ``stall_s`` [V] after the slot's start (default 0).
 
-    The sort is of int32 keys (:mod:`jaxsim.sorting`), XLA:CPU's fast sort; the running counts
-    come back exactly (non-running entries sort last). The contexts of the sequences still running in
-    phase j are summed without sorting them: each sequence's context is added at its rank (the number of
-    running sequences with fewer tokens left; ties share the first rank of their group, which is the only
-    phase of the group that lasts), and a reversed cumsum gives every phase's sum.
+    The sort is of int32 keys (:mod:`jaxsim.sorting`), XLA:CPU's fast sort (non-running entries sort
+    last). Remaining counts are whole tokens (:func:`advance` carries whole steps), so with up to
+    ``PACKED_MAX_SEQS`` entries a server's counts and entry indices pack into one int32 key and a single sort
+    orders the counts and the contexts together; a reversed cumsum of the sorted contexts gives each phase's
+    running context. Larger arrays rank each entry by binary search and scatter its context to its rank.
     """
     run = srv.status == RUNNING
     n = run.sum(-1)                                         # [V]
     v, s = params.n_servers, params.max_seqs
-    key = sorting.int32_sort_key(jnp.where(run, srv.rem_tokens, jnp.float32(3e38)))   # others last
-    key_sorted = sorting.sort_int32(key)
     j = jnp.arange(s)[None, :]
     valid = j < n[:, None]
-    r = jnp.where(valid, sorting.float32_from_sort_key(key_sorted), 0.0)     # running rem, ascending
-    rank = sorting.count_below_rows(jnp.where(valid, r, jnp.inf), jnp.broadcast_to(jnp.arange(v)[:, None], (v, s)),
-                                    jnp.where(run, srv.rem_tokens, jnp.inf))
-    own_ctx = jnp.zeros((v, s)).at[jnp.arange(v)[:, None], jnp.where(run, rank, s)].add(
-        jnp.where(run, srv.ctx_tokens, 0.0), mode="drop")
+    if s <= PACKED_MAX_SEQS:
+        # whole remaining tokens (< 2^23) packed above the entry index: one int32 sort gives the order and the
+        # permutation, so the contexts come along by a gather
+        rem_i = jnp.where(run, jnp.round(srv.rem_tokens), REM_CAP).astype(jnp.int32)
+        packed = sorting.sort_int32(rem_i * s + jnp.arange(s, dtype=jnp.int32)[None, :])
+        r = jnp.where(valid, (packed // s).astype(jnp.float32), 0.0)
+        own_ctx = jnp.where(valid, jnp.take_along_axis(srv.ctx_tokens, packed % s, -1), 0.0)
+    else:
+        key = sorting.int32_sort_key(jnp.where(run, srv.rem_tokens, jnp.float32(3e38)))   # others last
+        r = jnp.where(valid, sorting.float32_from_sort_key(sorting.sort_int32(key)), 0.0)  # running rem, ascending
+        # each running sequence's context added at its rank (ties share the first rank of their group, the
+        # only phase of the group that lasts)
+        rank = sorting.count_below_rows(jnp.where(valid, r, jnp.inf),
+                                        jnp.broadcast_to(jnp.arange(v)[:, None], (v, s)),
+                                        jnp.where(run, srv.rem_tokens, jnp.inf))
+        own_ctx = jnp.zeros((v, s)).at[jnp.arange(v)[:, None], jnp.where(run, rank, s)].add(
+            jnp.where(run, srv.ctx_tokens, 0.0), mode="drop")
     ctx_suffix = jnp.cumsum(own_ctx[:, ::-1], -1)[:, ::-1]                  # own context still running in phase j
     r_prev = jnp.concatenate([jnp.zeros_like(r[:, :1]), r[:, :-1]], -1)
     m = (n[:, None] - j).astype(jnp.float32)                                # own sequences running in phase j
@@ -319,14 +332,17 @@ def task_schedule(params: EnvParams, srv: ServerState, sched: BatchSchedule, que
 
 
 def advance(params: EnvParams, srv: ServerState, sched: BatchSchedule) -> ServerState:
-    """Run the slot: finished sequences free their entries, the others carry over."""
+    """Run the slot: finished sequences free their entries, the others carry over with the whole steps they
+    took (rounded; a sequence left with no token is finished)."""
     run = srv.status == RUNNING
     # completion times grow with the remaining count: the first m (those done by the slot's end)
     # are the sequences with at most the m-th smallest count
     m = jnp.sum(sched.sorted_done_s <= params.slot_s, -1)                          # [V]
     last_rem = jnp.take_along_axis(sched.sorted_rem, jnp.maximum(m - 1, 0)[:, None], -1)
     finished = run & (m[:, None] > 0) & (srv.rem_tokens <= last_rem)
-    steps = tokens_done_by(sched, params.slot_s)[:, None]
+    # progress is carried in whole tokens: a token more than half generated at the slot's end counts
+    steps = jnp.round(tokens_done_by(sched, params.slot_s))[:, None]
+    finished = finished | (run & (srv.rem_tokens <= steps))
     go_on = run & ~finished
     return srv.replace(
         rem_tokens=jnp.where(go_on, jnp.maximum(srv.rem_tokens - steps, 0.0), jnp.where(finished, 0.0, srv.rem_tokens)),

@@ -34,6 +34,7 @@ class EnvParams:
     integer_rbs: bool = struct.field(pytree_node=False)
     oracle_exhaustive: int = struct.field(pytree_node=False)
     oracle_sweeps: int = struct.field(pytree_node=False)
+    prefill_stall: bool = struct.field(pytree_node=False)   # a slot's admitted prompts stall their server's decode
     # ---- time, topology ----
     slot_s: jnp.ndarray
     bs_xy_m: jnp.ndarray            # [M, 2]
@@ -80,7 +81,6 @@ class EnvParams:
     srv_bg_step: jnp.ndarray        # [V] int
     bg_context: jnp.ndarray
     prefill_attention: jnp.ndarray  # 0/1
-    prefill_stall: jnp.ndarray      # 0/1: a slot's admitted prompts stall the decode of their server's batch
     reject_factor: jnp.ndarray
     backhaul_latency_s: jnp.ndarray
     backhaul_bps: jnp.ndarray
@@ -142,6 +142,7 @@ def make_params(cfg: SimConfig) -> EnvParams:
         max_seqs=inf.max_server_seqs, horizon=cfg.episode.horizon,
         allocator=rad.allocator, interference=rad.interference, integer_rbs=rad.integer_rbs,
         oracle_exhaustive=cfg.oracle.max_exhaustive_tasks, oracle_sweeps=cfg.oracle.sweeps,
+        prefill_stall=bool(inf.prefill_stall),
         slot_s=f32(cfg.episode.slot_s),
         bs_xy_m=f32(hex_sites(top.n_cells, top.isd_m)),
         cell_radius_m=f32(top.isd_m / math.sqrt(3)),
@@ -178,7 +179,6 @@ def make_params(cfg: SimConfig) -> EnvParams:
         srv_bg_step=jnp.asarray([a.bg_step_seqs for a in servers], jnp.int32),
         bg_context=f32(inf.bg_context_tokens),
         prefill_attention=f32(1.0 if inf.prefill_attention else 0.0),
-        prefill_stall=f32(1.0 if inf.prefill_stall else 0.0),
         reject_factor=f32(inf.reject_delay_factor),
         backhaul_latency_s=f32(cfg.backhaul.latency_s), backhaul_bps=f32(cfg.backhaul.rate_bps),
         w_delay=f32(cfg.reward.w_delay), w_miss=f32(cfg.reward.w_miss),

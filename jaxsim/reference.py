@@ -179,13 +179,14 @@ def serve_slot(p: EnvParams, srv: dict, assoc, active, ttype, prompt, output, ac
         r_sorted = np.take_along_axis(np.where(run, rem[:, v], 0.0), srt, 1)
         c_sorted = np.take_along_axis(np.where(run, ctxs[:, v], 0.0), srt, 1)
         kv = p.srv_kv_bytes[v] / p.srv_bw[v]
+        c_suffix = np.cumsum(c_sorted[:, ::-1], 1)[:, ::-1]                # context of sorted entries j..S-1
         t, r_prev = stall.copy(), np.zeros(e_n)
         t_sorted = np.full((e_n, s_n), np.inf)
         steps = np.zeros(e_n)
         for j in range(s_n):
             live = j < n
             m = n - j                                                       # own sequences still running
-            c_run = c_sorted[:, j:].sum(1)                                  # their prompts + generated at slot start
+            c_run = c_suffix[:, j]                                          # their prompts + generated at slot start
             base = step_base(p, v, m + bg[:, v])
             c0 = c_run + m * r_prev + c_bg                                  # batch context at the phase's start
 
@@ -213,7 +214,8 @@ def serve_slot(p: EnvParams, srv: dict, assoc, active, ttype, prompt, output, ac
         c_now = (ctxs[:, v] * run).sum(1) + c_bg                              # a full batch's context stays
         x = rem[:, v]
         dec_wait[:, v] = x * step_base(p, v, n + bg[:, v])[:, None] + kv * (x * c_now[:, None] + x * x / 2)
-        fin = run & (done_s[:, v] <= p.slot_s)
+        steps = np.round(steps)                                             # whole tokens carried over
+        fin = run & ((done_s[:, v] <= p.slot_s) | (rem[:, v] <= steps[:, None]))
         go = run & ~fin
         rem[:, v] = np.where(go, np.maximum(rem[:, v] - steps[:, None], 0), np.where(fin, 0, rem[:, v]))
         ctxs[:, v] = np.where(go, ctxs[:, v] + steps[:, None], np.where(fin, 0, ctxs[:, v]))
@@ -326,7 +328,7 @@ def simulate(p: EnvParams, n_episodes: int, seed: int = 0):
         sig = p.token_sigma
 
         def tokens(mean):
-            return np.clip(np.round(mean * np.exp(sig * rng.standard_normal((e_n, u_n)) - sig ** 2 / 2)), 1, 8 * mean)
+            return np.round(np.clip(mean * np.exp(sig * rng.standard_normal((e_n, u_n)) - sig ** 2 / 2), 1, 8 * mean))
         prompt, output = tokens(p.prompt_tokens[ttype]), tokens(p.output_tokens[ttype])
         fading = rng.exponential(size=(e_n, u_n, m_n, p.n_rb))
         dl_rate, ul_rate = slot_rates(p, gain, assoc, active, fading)

@@ -34,15 +34,16 @@ from jaxsim.rollout import run_episode
 # static shapes and modes of each group (everything else is drawn)
 GROUPS = (
     dict(topology=dict(n_cells=3, users_per_cell=8), radio=dict(), inference=dict(max_server_seqs=128)),
+    # the second group stalls decode for the slot's prefills; the third has more entries than the packed sort takes
     dict(topology=dict(n_cells=1, users_per_cell=3),
          radio=dict(bandwidth_mhz=10.0, scs_khz=15.0, allocator="equal", interference="activity", integer_rbs=True),
-         inference=dict(max_server_seqs=8)),
+         inference=dict(max_server_seqs=8, prefill_stall=True)),
     dict(topology=dict(n_cells=7, users_per_cell=2),
          radio=dict(bandwidth_mhz=100.0, scs_khz=120.0, n_rb=40, allocator="proportional", interference="none"),
-         inference=dict(max_server_seqs=32)),
+         inference=dict(max_server_seqs=257)),
 )
 STATIC = {"topology": ("n_cells", "users_per_cell"), "radio": ("bandwidth_mhz", "scs_khz", "n_rb", "allocator",
-          "interference", "integer_rbs"), "inference": ("max_server_seqs",), "episode": ("horizon",)}
+          "interference", "integer_rbs"), "inference": ("max_server_seqs", "prefill_stall"), "episode": ("horizon",)}
 HORIZON = 3
 QUALITY = Range(0.0, 1.0)
 

@@ -29,6 +29,8 @@ def _configs():
     yield "queueing", base.replace(hardware=hw, inference=InferenceConfig(max_server_seqs=48))
     yield "refusals", tiny_config(inference=InferenceConfig(max_server_seqs=4))
     yield "prefill_stall", base.replace(inference=InferenceConfig(prefill_stall=True))
+    # more entries than one packed int32 sort takes: the ranked path of batch_schedule
+    yield "unpacked_sort", base.replace(inference=InferenceConfig(max_server_seqs=257))
 
 
 def _states(p, n_ep, n_steps, seed):
