@@ -86,18 +86,23 @@ def decode_step_s(params: EnvParams, b, ctx_mean, server=None):
     return step_base_s(params, b, server) + b * ctx_mean * kv_read_s_per_token(params, server)
 
 
-def decode_steps_s(params: EnvParams, b, ctx_total, grow, n_steps, server=None):
-    """Time of ``n_steps`` decode steps with b sequences whose total context starts at ``ctx_total`` tokens and
-    grows by ``grow`` tokens a step, s. Each step is charged at its mid-step context (the step writes the new
-    token's KV): step k at ctx_total + grow (k + 1/2), summing to n A + kv/BW (n C + grow n^2 / 2) exactly; a
-    fractional count continues the same curve, so progress and time map one to one."""
+def steps_time_s(base_s, kv_s, ctx_total, grow, n_steps):
+    """Time of ``n_steps`` decode steps from a step's weight-matmul time ``base_s`` and KV read per context token
+    ``kv_s``, the batch's context starting at ``ctx_total`` tokens and growing by ``grow`` a step, s. Each step
+    is charged at its mid-step context (the step writes the new token's KV): step k at ctx_total + grow (k + 1/2),
+    summing to n base + kv (n C + grow n^2 / 2) exactly; a fractional count continues the same curve, so
+    progress and time map one to one (:func:`steps_within_s` inverts it)."""
     n = n_steps
-    return n * step_base_s(params, b, server) + kv_read_s_per_token(params, server) * (
-        n * ctx_total + grow * n * n / 2.0)
+    return n * base_s + kv_s * (n * ctx_total + grow * n * n / 2.0)
+
+
+def decode_steps_s(params: EnvParams, b, ctx_total, grow, n_steps, server=None):
+    """:func:`steps_time_s` of b sequences on every server or on ``server``, s."""
+    return steps_time_s(step_base_s(params, b, server), kv_read_s_per_token(params, server), ctx_total, grow, n_steps)
 
 
 def steps_within_s(base_s, kv_s, ctx_total, grow, t_s):
-    """Inverse of :func:`decode_steps_s` in n: the steps that fit in ``t_s`` seconds (fractional), from the
+    """Inverse of :func:`steps_time_s` in n: the steps that fit in ``t_s`` seconds (fractional), from the
     phase's weight-matmul step time ``base_s``, KV time per context token ``kv_s``, start context and growth:
     the root of (kv grow / 2) n^2 + (base + kv C) n - t = 0, in the form that stays exact as grow -> 0."""
     bb = base_s + kv_s * ctx_total
@@ -246,7 +251,7 @@ def batch_schedule(params: EnvParams, srv: ServerState, stall_s=None) -> BatchSc
     kv_s = kv_read_s_per_token(params)                                      # [V]
     ctx0 = ctx_suffix + m * r_prev + (srv.bg_seqs * params.bg_context)[:, None]
     steps = r - r_prev                                                      # phase lengths
-    dt = jnp.where(valid, steps * base + kv_s[:, None] * (steps * ctx0 + m * steps * steps / 2.0), 0.0)
+    dt = jnp.where(valid, steps_time_s(base, kv_s[:, None], ctx0, m, steps), 0.0)
     stall = jnp.zeros((v,)) if stall_s is None else stall_s
     t_sorted = jnp.where(valid, stall[:, None] + jnp.cumsum(dt, -1), jnp.inf)
     return BatchSchedule(jnp.where(valid, r, jnp.inf), t_sorted, base, ctx0, kv_s, n, stall)

@@ -40,8 +40,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiment.files import write_csv
+from experiment.runs import check_writable
 from jaxsim import inference
 from jaxsim.config import InferenceConfig
+from jaxsim.fields import ConfigError
 
 SOURCE = ("NVIDIA TensorRT-LLM docs/source/performance.md, v0.6.1 "
           "(github.com/NVIDIA/TensorRT-LLM, commit 138f96d45f90b9667426f7c47297d8c06bafac73)")
@@ -198,6 +200,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--fit", action="store_true", help="refit the efficiencies on the fit half and report both")
     ap.add_argument("--out", default="results", help="folder for latency_validation.csv")
     args = ap.parse_args(argv)
+    try:
+        check_writable(args.out)
+    except ConfigError as e:
+        ap.error(str(e))
     inf = InferenceConfig()
     default = {k: getattr(inf, k) for k in EFFICIENCIES}
     sel = masks()

@@ -66,3 +66,12 @@ def test_validation_report_targets_and_errors(tmp_path):
     assert res["throughput_mape"] <= 0.10 and res["held_out_throughput_mape"] <= 0.10
     assert res["ttft_mape"] <= 0.20 and res["held_out_ttft_mape"] <= 0.20
     assert json.loads(json.dumps(res))["bench"] == "latency"
+
+
+def test_unwritable_out_is_refused_before_any_compute(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as e:
+        V.main(["--out", str(blocker / "sub")])
+    assert e.value.code == 2
+    assert "is not a writable directory" in capsys.readouterr().err
