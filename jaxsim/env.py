@@ -6,8 +6,10 @@
 One step is one slot. ``action`` [U] int32 holds a server choice (an index into
 the config's actions) for every user's task slot; entries of users without a
 task are ignored. ``info`` carries per-task [U] arrays: delay and its parts
-(uplink, backhaul, wait, prefill, decode, downlink, all s), quality, success,
-reward, refused, mask. ``reward`` is the mean task reward of the slot (0 if the
+(uplink, backhaul, wait, prefill, decode, downlink, refusal, all s;
+they sum to the delay), quality, success,
+reward, refused, mask, and the task's server and entry there (-1 when
+refused). ``reward`` is the mean task reward of the slot (0 if the
 slot has no task). Episodes have a fixed horizon; ``done`` is set on the last
 slot and nothing auto-resets.
 
@@ -26,7 +28,8 @@ from . import allocation, channel, inference, prng
 from .inference import ServerState
 from .params import EnvParams
 
-DELAY_PARTS = ("uplink_s", "backhaul_s", "wait_s", "prefill_s", "decode_s", "downlink_s")
+# a served task's delay is the sum of the first six; a refused task's is refusal_s alone (reject_factor x budget)
+DELAY_PARTS = ("uplink_s", "backhaul_s", "wait_s", "prefill_s", "decode_s", "downlink_s", "refusal_s")
 
 
 @struct.dataclass
@@ -165,33 +168,31 @@ def evaluate(params: EnvParams, state: EnvState, action, radio: RadioDelays | No
     server = task_server(params, state.assoc, action)
     srv, entry, accepted = inference.enqueue(params, state.servers, server, valid,
                                              state.output_tokens, state.prompt_tokens)
-    queued = srv.status == inference.QUEUED
-    srv, queue_pos = inference.admit(params, srv)
-    stall = inference.prefill_stall_s(params, srv, queued & (srv.status == inference.RUNNING))
-    sched = inference.batch_schedule(params, srv, stall)
-    running, wait, decode = inference.task_schedule(params, srv, sched, queue_pos, server, entry)
+    srv, sched, _ = inference.admit_and_schedule(params, srv)
+    wait, done = inference.book(params, srv, sched, server, entry)
     prefill = inference.prefill_s(params, server, state.prompt_tokens)
-    # with the stall, a task admitted now decodes after the slot's prefills, its own among them (booked as prefill)
-    if params.prefill_stall:
-        decode = decode - jnp.where(running, prefill, 0.0)
-    decode = jnp.where(accepted, decode, 0.0)
-    wait = jnp.where(accepted & ~running, wait, 0.0)
+    # decode from admission to completion; with the stall, a task's own prefill (booked as prefill) is among the
+    # prefills its server runs before decoding on
+    decode = done - wait - (prefill if params.prefill_stall else 0.0)
+    refused = valid & ~accepted
+    wait, decode = jnp.where(accepted, wait, 0.0), jnp.where(accepted, decode, 0.0)
     cloud = ~params.act_is_edge[action]
     dl_bits = state.output_tokens * params.bits_per_output_token[tt]
     ul_bits = state.prompt_tokens * params.prompt_bits_per_token
-    backhaul = backhaul_s(params, cloud, ul_bits + dl_bits)
     budget, qmin = params.budget_s[tt], params.min_quality[tt]
-    delay = radio.uplink_s + backhaul + wait + prefill + decode + radio.downlink_s
-    quality = params.quality[action, tt]
-    refused = valid & ~accepted
-    delay = jnp.where(refused, params.reject_factor * budget, delay)
-    quality = jnp.where(refused, 0.0, quality)
+    # a refused task is charged reject_factor x budget as its one delay part (it is not transferred nor served)
+    served = lambda x: jnp.where(refused, 0.0, x)  # noqa: E731
+    parts = {"uplink_s": served(radio.uplink_s), "backhaul_s": served(backhaul_s(params, cloud, ul_bits + dl_bits)),
+             "wait_s": wait, "prefill_s": served(prefill), "decode_s": decode,
+             "downlink_s": served(radio.downlink_s), "refusal_s": jnp.where(refused, params.reject_factor * budget, 0.0)}
+    delay = sum(parts[k] for k in DELAY_PARTS)
+    quality = jnp.where(refused, 0.0, params.quality[action, tt])
     reward, ok = task_reward(params, quality, delay, budget, qmin)
     z = lambda x: jnp.where(valid, x, 0.0)  # noqa: E731
-    info = {"delay_s": z(delay), "uplink_s": z(radio.uplink_s), "backhaul_s": z(backhaul),
-            "wait_s": z(wait), "prefill_s": z(prefill), "decode_s": z(decode), "downlink_s": z(radio.downlink_s),
+    info = {"delay_s": z(delay), **{k: z(parts[k]) for k in DELAY_PARTS},
             "quality": z(quality), "success": valid & ok, "reward": z(reward), "refused": refused,
-            "mask": valid, "action": action, "task_type": tt}
+            "mask": valid, "action": action, "task_type": tt,
+            "server": server, "entry": jnp.where(accepted, entry, -1)}
     return inference.advance(params, srv, sched), info
 
 

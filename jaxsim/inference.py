@@ -15,19 +15,26 @@ remaining token counts are sorted; between two completions b is fixed and C
 grows linearly, so each phase's time is a closed-form sum over its steps and
 completion times follow as the batch shrinks (sort + cumsum, no loop over
 sequences or tokens). Admission happens at slot boundaries, FIFO, while our
-running sequences stay below min(b_max - background, S); the rest wait. A task
+running sequences stay below min(b_max - background, S); the rest wait; newcomers
+join the batch after the step in progress. A task
 arriving at a server whose S entries are all taken is refused.
 
 Prefill (first-token latency) of a prompt of L tokens: a fixed overhead per layer
 plus max(FLOPs / F_prefill, N bytes_w / BW_eff), FLOPs = 2 N L + 2 n_layer L^2
 d_model (the attention term), with a prefill efficiency of its own.
 
-A task's delay is booked when it is decided: its decode completion is the
-closed-form completion of the batch it joins with no later arrivals and the
-background held (later arrivals do slow it in the carried state; the booked
-delay does not see them). A waiting task's start is the slot boundary after the
-k-th completion of the running batch; it then decodes in a full batch whose
-context stays at its current total but for the task's own growth.
+Progress carries exactly across slots: remaining counts stay whole tokens, and the
+decode step in progress at a slot's end is counted as taken, its remaining time
+carried as the server's ``busy_s`` (so are prefills that outlast the slot, with
+``prefill_stall``); the next slot's decode timeline starts after it, and a sequence
+whose last token was in progress completes at ``busy_s``.
+
+A task's delay is booked when it is decided, as the carried state will run it if
+nothing else arrives and the background holds: a running task completes in the
+closed-form schedule of its batch; while tasks wait, the servers are run on slot by
+slot with the same advance and FIFO admission (:func:`book`) until none waits, and
+the last schedule gives the rest. Later arrivals and background moves do change the
+carried state; the booked delay does not see them.
 """
 
 from __future__ import annotations
@@ -53,12 +60,16 @@ class ServerState:
                               #   a server's queued entries always hold 0 .. n_queued - 1
     counter: jnp.ndarray      # [V] int32 tasks that have arrived (accepted or refused)
     bg_seqs: jnp.ndarray      # [V] int32 background sequences
+    busy_s: jnp.ndarray       # [V] s the server is still busy at the slot's start before a new decode step can
+                              #   start: the decode step in progress at the last slot's end (its token is already
+                              #   counted in rem_tokens / ctx_tokens) and, with ``prefill_stall``, prefills left
 
 
 def empty_servers(params: EnvParams, bg_seqs) -> ServerState:
     v, s = params.n_servers, params.max_seqs
     return ServerState(jnp.zeros((v, s)), jnp.zeros((v, s)), jnp.zeros((v, s), jnp.int32),
-                       jnp.zeros((v, s), jnp.int32), jnp.zeros((v,), jnp.int32), bg_seqs.astype(jnp.int32))
+                       jnp.zeros((v, s), jnp.int32), jnp.zeros((v,), jnp.int32), bg_seqs.astype(jnp.int32),
+                       jnp.zeros((v,)))
 
 
 def _server_take(server):
@@ -163,27 +174,24 @@ def bg_walk(key, params: EnvParams, bg_seqs):
     return jnp.clip(bg_seqs + step, 0, params.srv_bg_max)
 
 
-def ctx_total_tokens(params: EnvParams, srv: ServerState):
-    """Context tokens the running batch holds (ours and background), [V]."""
-    run = srv.status == RUNNING
-    return jnp.sum(jnp.where(run, srv.ctx_tokens, 0.0), -1) + srv.bg_seqs * params.bg_context
-
-
 @struct.dataclass
 class BatchSchedule:
     """Closed-form decode schedule of each server's running batch from the slot start.
 
-    Phase j runs while j of the sorted sequences are done: b = n - j + background sequences, from step
-    sorted_rem[j - 1] to sorted_rem[j] (counted from the slot start), total context phase_ctx0 at its start,
-    growing by n - j tokens a step (:func:`decode_steps_s`).
+    The decode timeline starts at ``stall_s``: the server's ``busy_s`` (the step in progress, carried prefills)
+    plus this slot's prefills with ``prefill_stall``. Phase j runs while j of the sorted sequences are done:
+    b = n - j + background sequences, from step sorted_rem[j - 1] to sorted_rem[j] (counted from the stall's
+    end), total context phase_ctx0 at its start, growing by n - j tokens a step (:func:`decode_steps_s`),
+    ending at phase_end_s[j]. A sequence with no token left (its last one in progress) completes at busy_s.
     """
     sorted_rem: jnp.ndarray  # [V, S] running sequences' remaining tokens, ascending (inf padding)
     sorted_done_s: jnp.ndarray  # [V, S] their completion times, s (inf padding)
+    phase_end_s: jnp.ndarray  # [V, S] phase j's end on the decode timeline, s (inf padding)
     base_s: jnp.ndarray      # [V, S] phase j's weight-matmul step time, s
     phase_ctx0: jnp.ndarray  # [V, S] phase j's total context at its first step, tokens
     kv_s: jnp.ndarray        # [V] KV read per context token, s
     n_running: jnp.ndarray   # [V]
-    stall_s: jnp.ndarray     # [V] decode starts after this (the slot's prefills, with ``prefill_stall``), s
+    stall_s: jnp.ndarray     # [V] the decode timeline's start, s
 
 
 def completion_s(sched: BatchSchedule, server, rem_tokens):
@@ -211,15 +219,16 @@ def prefill_stall_s(params: EnvParams, srv: ServerState, admitted):
     return jnp.sum(jnp.where(admitted, pre, 0.0), -1)
 
 
-def batch_schedule(params: EnvParams, srv: ServerState, stall_s=None) -> BatchSchedule:
+def batch_schedule(params: EnvParams, srv: ServerState, prefill_stall=None) -> BatchSchedule:
     """Sort + cumsum: completion times as the batch shrinks, no loop over sequences or tokens. Decoding
-    starts ``stall_s`` [V] after the slot's start (default 0).
+    starts after the server's ``busy_s`` and ``prefill_stall`` [V] s (the slot's prefills; default none).
 
     The sort is of int32 keys (:mod:`jaxsim.sorting`), XLA:CPU's fast sort (non-running entries sort
-    last). Remaining counts are whole tokens (:func:`advance` carries whole steps), so with up to
-    ``PACKED_MAX_SEQS`` entries a server's counts and entry indices pack into one int32 key and a single sort
-    orders the counts and the contexts together; a reversed cumsum of the sorted contexts gives each phase's
-    running context. Larger arrays rank each entry by binary search and scatter its context to its rank.
+    last). Remaining counts are whole tokens (:func:`advance` carries whole steps and the step in progress as
+    ``busy_s``), so with up to ``PACKED_MAX_SEQS`` entries a server's counts and entry indices pack into one
+    int32 key and a single sort orders the counts and the contexts together; a reversed cumsum of the sorted
+    contexts gives each phase's running context. Larger arrays rank each entry by binary search and scatter
+    its context to its rank.
     """
     run = srv.status == RUNNING
     n = run.sum(-1)                                         # [V]
@@ -252,20 +261,37 @@ def batch_schedule(params: EnvParams, srv: ServerState, stall_s=None) -> BatchSc
     ctx0 = ctx_suffix + m * r_prev + (srv.bg_seqs * params.bg_context)[:, None]
     steps = r - r_prev                                                      # phase lengths
     dt = jnp.where(valid, steps_time_s(base, kv_s[:, None], ctx0, m, steps), 0.0)
-    stall = jnp.zeros((v,)) if stall_s is None else stall_s
-    t_sorted = jnp.where(valid, stall[:, None] + jnp.cumsum(dt, -1), jnp.inf)
-    return BatchSchedule(jnp.where(valid, r, jnp.inf), t_sorted, base, ctx0, kv_s, n, stall)
+    stall = srv.busy_s if prefill_stall is None else srv.busy_s + prefill_stall
+    t_end = jnp.where(valid, stall[:, None] + jnp.cumsum(dt, -1), jnp.inf)
+    done = jnp.where(valid & (r == 0.0), srv.busy_s[:, None], t_end)       # last token in progress: done with it
+    return BatchSchedule(jnp.where(valid, r, jnp.inf), done, t_end, base, ctx0, kv_s, n, stall)
 
 
 def tokens_done_by(sched: BatchSchedule, t_s):
-    """Decode steps every still-running sequence has taken by time t_s, [V]."""
-    t_prev = jnp.concatenate([sched.stall_s[:, None], sched.sorted_done_s[:, :-1]], -1)
+    """Decode steps every still-running sequence has taken by time t_s on the decode timeline (fractional), [V];
+    0 before the timeline starts and once every sequence is done."""
+    t_prev = jnp.concatenate([sched.stall_s[:, None], sched.phase_end_s[:, :-1]], -1)
     r = jnp.where(jnp.isfinite(sched.sorted_rem), sched.sorted_rem, 0.0)
     r_prev = jnp.concatenate([jnp.zeros_like(r[:, :1]), r[:, :-1]], -1)
-    inside = (t_prev < t_s) & (t_s < sched.sorted_done_s)
+    inside = (t_prev <= t_s) & (t_s < sched.phase_end_s)
     m = (sched.n_running[:, None] - jnp.arange(r.shape[-1])[None, :]).astype(jnp.float32)
     x = steps_within_s(sched.base_s, sched.kv_s[:, None], sched.phase_ctx0, m, jnp.where(inside, t_s - t_prev, 0.0))
     return jnp.sum(jnp.where(inside, r_prev + x, 0.0), -1)
+
+
+def step_end_s(sched: BatchSchedule, n_steps):
+    """When the running batch's ``n_steps``-th decode step (whole, counted on the decode timeline) ends, [V] s:
+    the timeline's start for 0 steps; inf beyond the longest sequence."""
+    s = sched.sorted_rem.shape[-1]
+    j = jnp.sum(sched.sorted_rem < n_steps[:, None], -1)                  # phases wholly before the step
+    jj = jnp.minimum(j, s - 1)[:, None]
+    at = lambda x: jnp.take_along_axis(x, jj, -1)[:, 0]                  # noqa: E731
+    prev = lambda x, first: jnp.where(j == 0, first, jnp.take_along_axis(  # noqa: E731
+        x, jnp.maximum(j - 1, 0)[:, None], -1)[:, 0])
+    start, r_prev = prev(sched.phase_end_s, sched.stall_s), prev(sched.sorted_rem, 0.0)
+    m = (sched.n_running - j).astype(jnp.float32)
+    t = start + steps_time_s(at(sched.base_s), sched.kv_s, at(sched.phase_ctx0), m, n_steps - r_prev)
+    return jnp.where(n_steps <= 0, sched.stall_s, jnp.where(j < sched.n_running, t, jnp.inf))
 
 
 def enqueue(params: EnvParams, srv: ServerState, server, valid, out_tokens, prompt_tokens):
@@ -299,12 +325,13 @@ def enqueue(params: EnvParams, srv: ServerState, server, valid, out_tokens, prom
 def admit(params: EnvParams, srv: ServerState):
     """Admit queued sequences FIFO up to min(b_max - background, S) running. Returns (state, queue_pos).
 
-    The queue's first `cap` positions start running; the others move up by as many.
+    A running sequence with no token left (its last one in progress) finishes before any newcomer's first step
+    and leaves its place to it. The queue's first `cap` positions start running; the others move up by as many.
     queue_pos [V, S]: 0-based position among those still waiting (meaningless elsewhere).
     """
-    run = srv.status == RUNNING
+    staying = (srv.status == RUNNING) & (srv.rem_tokens > 0.0)
     queued = srv.status == QUEUED
-    cap = jnp.minimum(params.srv_b_max - srv.bg_seqs, params.max_seqs) - run.sum(-1)    # [V]
+    cap = jnp.minimum(params.srv_b_max - srv.bg_seqs, params.max_seqs) - staying.sum(-1)    # [V]
     take = queued & (srv.order < cap[:, None])
     queue_pos = srv.order - jnp.maximum(cap, 0)[:, None]
     still = queued & ~take
@@ -312,47 +339,78 @@ def admit(params: EnvParams, srv: ServerState):
             queue_pos)
 
 
-def task_schedule(params: EnvParams, srv: ServerState, sched: BatchSchedule, queue_pos, server, entry):
-    """(running, wait_s, decode_s) of the sequences at (server, entry), each [U] (after admission).
+def admit_and_schedule(params: EnvParams, srv: ServerState):
+    """:func:`admit`, then the slot's :func:`batch_schedule` (the admitted prompts' prefill stall with the
+    option). Returns (state, schedule, queue_pos)."""
+    queued = srv.status == QUEUED
+    srv, queue_pos = admit(params, srv)
+    sched = batch_schedule(params, srv, prefill_stall_s(params, srv, queued & (srv.status == RUNNING)))
+    return srv, sched, queue_pos
 
-    A running sequence decodes until its completion in the current batch (no wait). The k-th
-    waiter (queue_pos k) starts at the slot boundary after the k-th completion of the running
-    batch (cycling through the batch when k exceeds it) and decodes in a full batch, whose total context
-    stays at its current value but for the task's own growth (finished sequences are replaced).
-    Only the U looked-up entries are computed (gathers of [U], not [V, S]).
+
+def book(params: EnvParams, srv: ServerState, sched: BatchSchedule, server, entry):
+    """(wait_s, done_s) of the sequences at (server, entry), each [U], from the slot's start: the slot boundary at
+    which each is admitted (0 when running now) and its completion, as the carried state runs them when nothing
+    else arrives and the background holds.
+
+    With no sequence waiting, the slot's closed-form schedule is the whole future (the batch only shrinks).
+    Otherwise the servers run on, slot by slot, through the same :func:`advance` and :func:`admit` (FIFO into the
+    places freed by the slot boundary), until no sequence waits: a bounded loop (every slot admits at least one
+    waiter once the batch is done, since the background stays below b_max) that a slot without waiters skips;
+    the last schedule then gives every remaining completion in closed form. Only the U looked-up entries are
+    gathered at the end.
     """
-    e = jnp.minimum(entry, params.max_seqs - 1)
-    running = srv.status[server, e] == RUNNING
-    rem = srv.rem_tokens[server, e]
-    n = jnp.maximum(sched.n_running[server], 1)
-    k = queue_pos[server, e]                                      # 0-based among waiters
-    t_k = sched.sorted_done_s[server, jnp.minimum(k % n, params.max_seqs - 1)]
-    t_last = sched.sorted_done_s[server, n - 1]
-    ceil_slot = lambda t: jnp.ceil(t / params.slot_s) * params.slot_s   # noqa: E731
-    wait = ceil_slot(t_k) + (k // n) * ceil_slot(t_last)
-    b_full = (sched.n_running + srv.bg_seqs).astype(jnp.float32)
-    full_s = decode_steps_s(params, b_full[server], ctx_total_tokens(params, srv)[server], 1.0, rem, server)
-    done = completion_s(sched, server, jnp.where(running, rem, jnp.inf))
-    return running, jnp.where(running, 0.0, wait), jnp.where(running, done, full_s)
+    t_slot, s = params.slot_s, params.max_seqs
+    rows = jnp.broadcast_to(jnp.arange(params.n_servers)[:, None], (params.n_servers, s))
+
+    def waiting(c):
+        return jnp.any(c[0].status == QUEUED)
+
+    def one_slot(c):
+        sim, sch, k, admitted_at, done_at = c
+        run = sim.status == RUNNING
+        comp = completion_s(sch, rows, jnp.where(run, sim.rem_tokens, jnp.inf))
+        nxt = advance(params, sim, sch)
+        freed = run & (nxt.status == FREE)
+        done_at = jnp.where(freed, k * t_slot + jnp.minimum(comp, t_slot), done_at)
+        nxt, sch, _ = admit_and_schedule(params, nxt)
+        admitted_at = jnp.where((sim.status == QUEUED) & (nxt.status == RUNNING), k + 1, admitted_at)
+        return nxt, sch, k + 1, admitted_at, done_at
+
+    init = (srv, sched, jnp.int32(0), jnp.zeros((params.n_servers, s), jnp.int32), jnp.full((params.n_servers, s), jnp.inf))
+    sim, sch, k, admitted_at, done_at = jax.lax.while_loop(waiting, one_slot, init)
+    e = jnp.minimum(entry, s - 1)
+    running = sim.status[server, e] == RUNNING
+    later = k * t_slot + completion_s(sch, server, jnp.where(running, sim.rem_tokens[server, e], jnp.inf))
+    done = jnp.where(running, later, done_at[server, e])
+    return admitted_at[server, e] * t_slot, done
 
 
 def advance(params: EnvParams, srv: ServerState, sched: BatchSchedule) -> ServerState:
-    """Run the slot: finished sequences free their entries, the others carry over with the whole steps they
-    took (rounded; a sequence left with no token is finished)."""
+    """Run the slot: finished sequences free their entries; the others carry over with the whole steps they took,
+    the step in progress at the slot's end counted as taken and its remaining time carried as ``busy_s`` (with the
+    prefills left over, when the stall outlasts the slot), so progress keeps every fraction of a step."""
+    t_slot = params.slot_s
     run = srv.status == RUNNING
     # completion times grow with the remaining count: the first m (those done by the slot's end)
     # are the sequences with at most the m-th smallest count
-    m = jnp.sum(sched.sorted_done_s <= params.slot_s, -1)                          # [V]
+    m = jnp.sum(sched.sorted_done_s <= t_slot, -1)                          # [V]
     last_rem = jnp.take_along_axis(sched.sorted_rem, jnp.maximum(m - 1, 0)[:, None], -1)
     finished = run & (m[:, None] > 0) & (srv.rem_tokens <= last_rem)
-    # progress is carried in whole tokens: a token more than half generated at the slot's end counts
-    steps = jnp.round(tokens_done_by(sched, params.slot_s))[:, None]
-    finished = finished | (run & (srv.rem_tokens <= steps))
+    # the step in progress at the slot's end: the first whose end is not before it
+    n0 = jnp.floor(tokens_done_by(sched, t_slot))
+    end0 = step_end_s(sched, n0)
+    n_c = jnp.where(end0 >= t_slot, n0, n0 + 1.0)
+    end_c = jnp.where(end0 >= t_slot, end0, step_end_s(sched, n0 + 1.0))
+    finished = finished | (run & (srv.rem_tokens <= n_c[:, None]) & (end_c <= t_slot)[:, None])
     go_on = run & ~finished
+    busy = jnp.where(go_on.any(-1), jnp.maximum(end_c - t_slot, 0.0), 0.0)
+    steps = n_c[:, None]
     return srv.replace(
         rem_tokens=jnp.where(go_on, jnp.maximum(srv.rem_tokens - steps, 0.0), jnp.where(finished, 0.0, srv.rem_tokens)),
         ctx_tokens=jnp.where(go_on, srv.ctx_tokens + steps, jnp.where(finished, 0.0, srv.ctx_tokens)),
         status=jnp.where(finished, FREE, srv.status),
+        busy_s=busy,
     )
 
 

@@ -138,10 +138,81 @@ def prefill_time(p: EnvParams, v, prompt):
     return p.srv_prefill_overhead_s[v] + np.maximum(flops / p.srv_prefill_flops[v], p.srv_weight_bytes[v] / p.srv_bw[v])
 
 
+def server_slot(p: EnvParams, v, rem, ctx, run, bg, busy, stall):
+    """One slot of server v's running batch (episodes vectorised): rem, ctx [E, S] of the running entries ``run``,
+    background bg [E], ``busy`` [E] s until a new step may start, ``stall`` [E] extra prefill time before decoding.
+
+    Returns (done [E, S] completion times from the slot's start, inf where not running; rem, ctx, run after the
+    slot; busy after it). Phase by phase in sorted order; the step in progress at the slot's end is counted as
+    taken and its remaining time carried as busy."""
+    e_n, s_n = rem.shape
+    n = run.sum(1)
+    c_bg = bg * p.bg_context                                            # background context, stationary
+    srt = np.argsort(np.where(run, rem, np.inf), 1, kind="stable")
+    r_sorted = np.take_along_axis(np.where(run, rem, 0.0), srt, 1)
+    c_sorted = np.take_along_axis(np.where(run, ctx, 0.0), srt, 1)
+    kv = p.srv_kv_bytes[v] / p.srv_bw[v]
+    c_suffix = np.cumsum(c_sorted[:, ::-1], 1)[:, ::-1]                # context of sorted entries j..S-1
+    t0 = busy + stall                                                   # the decode timeline starts here
+    t, r_prev = t0.copy(), np.zeros(e_n)
+    t_sorted = np.full((e_n, s_n), np.inf)
+    n_c = np.zeros(e_n)                                                 # steps taken, the one in progress included
+    end_c = t0.copy()                                                   # when the last of them ends
+    for j in range(s_n):
+        live = j < n
+        m = n - j                                                       # own sequences still running
+        base = step_base(p, v, m + bg)
+        c0 = c_suffix[:, j] + m * r_prev + c_bg                         # batch context at the phase's start
+
+        def elapsed(x):
+            # x steps into the phase, each charged at its mid-step context (the token's KV is being written)
+            return x * base + kv * (x * c0 + m * x * x / 2)
+        length = r_sorted[:, j] - r_prev
+        t_new = t + elapsed(length)
+        inside = live & (t <= p.slot_s) & (p.slot_s < t_new)
+        # the steps in the slot: elapsed(x) = slot - t, a quadratic in x (the textbook root)
+        qa, qb, qc = kv * m / 2, base + kv * c0, -(p.slot_s - t)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            root = np.where(qa > 0, (-qb + np.sqrt(qb * qb - 4 * qa * qc)) / (2 * qa), -qc / qb)
+            x0 = np.floor(np.where(inside, root, 0.0))
+            x = np.where(t + elapsed(x0) >= p.slot_s, x0, x0 + 1)      # the first step not ended before the slot's end
+        n_c = np.where(inside, r_prev + x, n_c)
+        end_c = np.where(inside, t + elapsed(x), end_c)
+        t = np.where(live, t_new, t)
+        t_sorted[:, j] = np.where(live, np.where(r_sorted[:, j] == 0, busy, t), np.inf)
+        r_prev = np.where(live, r_sorted[:, j], r_prev)
+    done = np.full((e_n, s_n), np.inf)
+    np.put_along_axis(done, srt, t_sorted, 1)
+    fin = run & ((done <= p.slot_s) | ((rem <= n_c[:, None]) & (end_c <= p.slot_s)[:, None]))
+    go = run & ~fin
+    rem = np.where(go, np.maximum(rem - n_c[:, None], 0), np.where(fin, 0, rem))
+    ctx = np.where(go, ctx + n_c[:, None], np.where(fin, 0, ctx))
+    busy = np.where(go.any(1), np.maximum(end_c - p.slot_s, 0.0), 0.0)
+    return done, rem, ctx, go, busy
+
+
+def admit(p: EnvParams, v, status, order, rem, bg):
+    """FIFO admission on server v ([E, S] status and order, changed in place): up to min(b_max - bg, S) running,
+    a running sequence with no token left (its last one in progress) not counted. Returns the admitted mask."""
+    st = status[:, v]
+    staying = (st == RUNNING) & (rem[:, v] > 0)
+    cap = np.minimum(p.srv_b_max[v] - bg[:, v], p.max_seqs) - staying.sum(1)
+    key = np.where(st == QUEUED, order[:, v], np.iinfo(np.int32).max)
+    rank = np.argsort(np.argsort(key, 1, kind="stable"), 1, kind="stable")
+    admitted = (st == QUEUED) & (rank < cap[:, None])
+    st[admitted] = RUNNING
+    order[:, v] = np.where(st == QUEUED, rank - np.maximum(cap, 0)[:, None], order[:, v])
+    return admitted
+
+
 def serve_slot(p: EnvParams, srv: dict, assoc, active, ttype, prompt, output, action, ul_s, dl_s):
-    """Enqueue, admit, schedule and advance every server (episodes vectorised); per-task info [E, U]."""
+    """Enqueue, admit, schedule and advance every server (episodes vectorised); per-task info [E, U].
+
+    Booking: each entry's completion as the servers run on with no arrival and the background held, slot by slot
+    (:func:`server_slot`, :func:`admit`) until every entry of the slot is done."""
     srv = {k: v.copy() for k, v in srv.items()}
-    rem, ctxs, status, order, counter, bg = (srv[k] for k in ("rem", "ctx", "status", "order", "counter", "bg"))
+    rem, ctxs, status, order, counter, bg, busy = (srv[k] for k in ("rem", "ctx", "status", "order", "counter", "bg",
+                                                                      "busy"))
     e_n, u_n = assoc.shape
     s_n, v_n = p.max_seqs, p.n_servers
     ei = np.arange(e_n)
@@ -159,67 +230,39 @@ def serve_slot(p: EnvParams, srv: dict, assoc, active, ttype, prompt, output, ac
         order[e, v[ok], i[ok]] = counter[e, v[ok]]
         counter[e, v[ok]] += 1
         entry[ok, u] = i[ok]
-    done_s = np.full((e_n, v_n, s_n), np.inf)
-    wait_s = np.zeros((e_n, v_n, s_n))
-    dec_wait = np.zeros((e_n, v_n, s_n))
-    for v in range(v_n):
-        st = status[:, v]
-        cap = np.minimum(p.srv_b_max[v] - bg[:, v], s_n) - (st == RUNNING).sum(1)
-        key = np.where(st == QUEUED, order[:, v], np.iinfo(np.int32).max)
-        rank = np.argsort(np.argsort(key, 1, kind="stable"), 1, kind="stable")
-        admitted = (st == QUEUED) & (rank < cap[:, None])
-        st[admitted] = RUNNING
-        # the option: the admitted prompts are prefilled one after the other before the batch decodes
-        stall = p.prefill_stall * (prefill_time(p, v, ctxs[:, v]) * admitted).sum(1)
-        k_wait = rank - np.maximum(cap, 0)[:, None]                          # 0-based among waiters
-        run = st == RUNNING
-        n = run.sum(1)
-        c_bg = bg[:, v] * p.bg_context                                      # background context, stationary
-        srt = np.argsort(np.where(run, rem[:, v], np.inf), 1, kind="stable")
-        r_sorted = np.take_along_axis(np.where(run, rem[:, v], 0.0), srt, 1)
-        c_sorted = np.take_along_axis(np.where(run, ctxs[:, v], 0.0), srt, 1)
-        kv = p.srv_kv_bytes[v] / p.srv_bw[v]
-        c_suffix = np.cumsum(c_sorted[:, ::-1], 1)[:, ::-1]                # context of sorted entries j..S-1
-        t, r_prev = stall.copy(), np.zeros(e_n)
-        t_sorted = np.full((e_n, s_n), np.inf)
-        steps = np.zeros(e_n)
-        for j in range(s_n):
-            live = j < n
-            m = n - j                                                       # own sequences still running
-            c_run = c_suffix[:, j]                                          # their prompts + generated at slot start
-            base = step_base(p, v, m + bg[:, v])
-            c0 = c_run + m * r_prev + c_bg                                  # batch context at the phase's start
 
-            def elapsed(x):
-                # x steps into the phase, each charged at its mid-step context (the token's KV is being written)
-                return x * base + kv * (x * c0 + m * x * x / 2)
-            length = r_sorted[:, j] - r_prev
-            t_new = t + elapsed(length)
-            inside = live & (t < p.slot_s) & (p.slot_s < t_new)
-            # the steps in the slot: elapsed(x) = slot - t, a quadratic in x (the textbook root)
-            qa, qb, qc = kv * m / 2, base + kv * c0, -(p.slot_s - t)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                root = np.where(qa > 0, (-qb + np.sqrt(qb * qb - 4 * qa * qc)) / (2 * qa), -qc / qb)
-            steps = np.where(inside, r_prev + root, steps)
-            t = np.where(live, t_new, t)
-            t_sorted[:, j] = np.where(live, t, np.inf)
-            r_prev = np.where(live, r_sorted[:, j], r_prev)
-        np.put_along_axis(done_s[:, v], srt, t_sorted, 1)
-        nn = np.maximum(n, 1)[:, None]
-        kk = np.clip(k_wait, 0, None)
-        ceil = lambda x: np.ceil(x / p.slot_s) * p.slot_s  # noqa: E731
-        t_k = np.take_along_axis(t_sorted, np.minimum(kk % nn, s_n - 1), 1)
-        t_last = np.take_along_axis(t_sorted, nn - 1, 1)
-        wait_s[:, v] = ceil(t_k) + (kk // nn) * np.where(np.isfinite(t_last), ceil(t_last), 0.0)
-        c_now = (ctxs[:, v] * run).sum(1) + c_bg                              # a full batch's context stays
-        x = rem[:, v]
-        dec_wait[:, v] = x * step_base(p, v, n + bg[:, v])[:, None] + kv * (x * c_now[:, None] + x * x / 2)
-        steps = np.round(steps)                                             # whole tokens carried over
-        fin = run & ((done_s[:, v] <= p.slot_s) | (rem[:, v] <= steps[:, None]))
-        go = run & ~fin
-        rem[:, v] = np.where(go, np.maximum(rem[:, v] - steps[:, None], 0), np.where(fin, 0, rem[:, v]))
-        ctxs[:, v] = np.where(go, ctxs[:, v] + steps[:, None], np.where(fin, 0, ctxs[:, v]))
-        st[fin] = FREE
+    def prefill_stall(v, admitted, ctx):
+        # the option: the admitted prompts are prefilled one after the other before the batch decodes
+        return p.prefill_stall * (prefill_time(p, v, ctx[:, v]) * admitted).sum(1)
+
+    def run_slot(v, rem, ctxs, status, busy, stall):
+        done, rem[:, v], ctxs[:, v], go, busy[:, v] = server_slot(p, v, rem[:, v], ctxs[:, v], status[:, v] == RUNNING,
+                                                                  bg[:, v], busy[:, v], stall)
+        status[:, v] = np.where(status[:, v] == RUNNING, np.where(go, RUNNING, FREE), status[:, v])
+        return done
+
+    booked_done = np.full((e_n, v_n, s_n), np.inf)
+    admitted_at = np.zeros((e_n, v_n, s_n))
+    for v in range(v_n):
+        stall = prefill_stall(v, admit(p, v, status, order, rem, bg), ctxs)
+        # the booking: a copy of the server run on until nothing waits, then the last slot's schedule
+        sim = [x.copy() for x in (rem, ctxs, status, order, busy)]
+        sim_stall, k = stall.copy(), 0
+        while True:
+            waiting = (sim[2][:, v] == QUEUED).any(1)
+            running = sim[2][:, v] == RUNNING
+            if not waiting.any():
+                done = server_slot(p, v, sim[0][:, v], sim[1][:, v], running, bg[:, v], sim[4][:, v], sim_stall)[0]
+                booked_done[:, v] = np.where(running, k * p.slot_s + done, booked_done[:, v])
+                break
+            done = run_slot(v, sim[0], sim[1], sim[2], sim[4], sim_stall)
+            freed = running & (sim[2][:, v] == FREE)
+            booked_done[:, v] = np.where(freed, k * p.slot_s + np.minimum(done, p.slot_s), booked_done[:, v])
+            k += 1
+            new = admit(p, v, sim[2], sim[3], sim[0], bg)
+            admitted_at[:, v] = np.where(new, k, admitted_at[:, v])
+            sim_stall = prefill_stall(v, new, sim[1])
+        run_slot(v, rem, ctxs, status, busy, stall)
     # per-task delays
     budget, qmin = p.budget_s[ttype], p.min_quality[ttype]
     ul_bits = prompt * p.prompt_bits_per_token
@@ -229,19 +272,19 @@ def serve_slot(p: EnvParams, srv: dict, assoc, active, ttype, prompt, output, ac
     pre = prefill_time(p, server, prompt)
     e2 = np.broadcast_to(ei[:, None], (e_n, u_n))
     i2 = np.maximum(entry, 0)
-    d_run = done_s[e2, server, i2]
-    running = np.isfinite(d_run)
-    wait = np.where(running, 0.0, wait_s[e2, server, i2])
-    dec = np.where(running, d_run - p.prefill_stall * pre, dec_wait[e2, server, i2])
     refused = active & (entry < 0)
-    wait, dec = np.where(refused, 0.0, wait), np.where(refused, 0.0, dec)
-    delay = np.where(refused, p.reject_factor * budget, ul_s + bh + wait + pre + dec + dl_s)
+    wait = np.where(refused, 0.0, admitted_at[e2, server, i2] * p.slot_s)
+    dec = np.where(refused, 0.0, booked_done[e2, server, i2] - wait - p.prefill_stall * pre)
+    keep = lambda x: np.where(refused, 0.0, x)  # noqa: E731
+    ul_s, bh, pre, dl_s = keep(ul_s), keep(bh), keep(pre), keep(dl_s)
+    rej = np.where(refused, p.reject_factor * budget, 0.0)
+    delay = ul_s + bh + wait + pre + dec + dl_s + rej
     q = np.where(refused, 0.0, p.quality[action, ttype])
     ok = (delay <= budget) & (q >= qmin)
     reward = q - p.w_delay * delay / budget - p.w_miss * ~ok
     z = lambda x: np.where(active, x, 0.0)  # noqa: E731
     info = {"delay_s": z(delay), "wait_s": z(wait), "decode_s": z(dec), "prefill_s": z(pre), "backhaul_s": z(bh),
-            "uplink_s": z(ul_s), "downlink_s": z(dl_s), "quality": z(q), "success": active & ok,
+            "uplink_s": z(ul_s), "downlink_s": z(dl_s), "refusal_s": z(rej), "quality": z(q), "success": active & ok,
             "reward": z(reward), "refused": refused}
     return info, srv
 
@@ -317,7 +360,7 @@ def simulate(p: EnvParams, n_episodes: int, seed: int = 0):
     v_n, s_n = p.n_servers, p.max_seqs
     srv = {"rem": np.zeros((e_n, v_n, s_n)), "ctx": np.zeros((e_n, v_n, s_n)),
            "status": np.zeros((e_n, v_n, s_n), np.int32), "order": np.zeros((e_n, v_n, s_n), np.int32),
-           "counter": np.zeros((e_n, v_n), np.int32),
+           "counter": np.zeros((e_n, v_n), np.int32), "busy": np.zeros((e_n, v_n)),
            "bg": np.floor(rng.random((e_n, v_n)) * (p.srv_bg_max + 1)).astype(np.int32)}
     probs = np.exp(p.type_logits - p.type_logits.max())
     probs /= probs.sum()

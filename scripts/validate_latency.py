@@ -130,7 +130,7 @@ def booked_throughput(eff) -> jnp.ndarray:
         ctx_tokens=jnp.asarray(np.where(live, (isl + 1)[:, None], 0.0), jnp.float32),
         status=jnp.asarray(np.where(live, inference.RUNNING, inference.FREE), jnp.int32),
         order=jnp.zeros(live.shape, jnp.int32), counter=jnp.zeros(len(rows), jnp.int32),
-        bg_seqs=jnp.zeros(len(rows), jnp.int32))
+        bg_seqs=jnp.zeros(len(rows), jnp.int32), busy_s=jnp.zeros(len(rows)))
     sched = inference.batch_schedule(p, srv)
     decode = sched.sorted_done_s[jnp.arange(len(rows)), jnp.asarray(batch - 1)]
     prefill = inference.prefill_s(p, jnp.arange(len(rows)), jnp.asarray(isl), jnp.asarray(batch, jnp.float32))

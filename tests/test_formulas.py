@@ -155,7 +155,7 @@ def test_batched_completion_equals_loop_simulation():
         bgv[v] = bg
         srv = inference.ServerState(jnp.asarray(r), jnp.asarray(c), jnp.asarray(status),
                                     jnp.zeros_like(jnp.asarray(status)), jnp.zeros(p.n_servers, jnp.int32),
-                                    jnp.asarray(bgv))
+                                    jnp.asarray(bgv), jnp.zeros(p.n_servers))
         sched = inference.batch_schedule(p, srv)
         want = _loop_completion(p, v, rem, ctx, bg)
         done = inference.completion_s(sched, jnp.full(n, v), jnp.asarray(rem))
@@ -170,11 +170,13 @@ def test_batched_completion_equals_loop_simulation():
             k = live[0]
             took = rem[k] - float(after.rem_tokens[v, idx[k]])
             assert float(after.ctx_tokens[v, idx[k]]) == pytest.approx(ctx[k] + took, rel=1e-5)
-            # the steps taken are those whose cumulative time fits in the slot (within one step)
-            cut = _loop_completion(p, v, [min(x, math.floor(took)) for x in rem], ctx, bg)
-            assert max(cut) <= slot * (1 + 1e-5)
-            more = _loop_completion(p, v, [min(x, math.floor(took) + 1) for x in rem], ctx, bg)
-            assert max(more) > slot
+            # the steps taken are those that ended within the slot and the one in progress at its end, whose
+            # remaining time the server carries as busy_s
+            done_before = _loop_completion(p, v, [min(x, took - 1) for x in rem], ctx, bg)
+            assert max(done_before) <= slot * (1 + 1e-5)
+            in_progress = _loop_completion(p, v, [min(x, took) for x in rem], ctx, bg)
+            assert max(in_progress) > slot
+            assert float(after.busy_s[v]) == pytest.approx(max(in_progress) - slot, rel=1e-4, abs=1e-6)
 
 
 def test_decode_steps_closed_form_and_inverse():

@@ -67,7 +67,8 @@ def test_slot_matches_reference(name, cfg):
     new_srv, info = jax.vmap(lambda s, a: env.evaluate(p, s, a))(states, act)
     sv = states.servers
     srv = {"rem": _np(sv.rem_tokens), "ctx": _np(sv.ctx_tokens), "status": _np(sv.status),
-           "order": _np(sv.order), "counter": _np(sv.counter), "bg": _np(sv.bg_seqs)}
+           "order": _np(sv.order), "counter": _np(sv.counter), "bg": _np(sv.bg_seqs),
+           "busy": _np(sv.busy_s)}
     args = [_np(x) for x in (states.assoc, states.active, states.task_type, states.prompt_tokens, states.output_tokens)]
     ul, dl = ref.radio_delays(pn, *args, _np(states.dl_rate_rb_bps), _np(states.ul_rate_rb_bps))
     rinfo, rsrv = ref.serve_slot(pn, srv, *args, _np(act), ul, dl)
@@ -77,6 +78,8 @@ def test_slot_matches_reference(name, cfg):
     # carried token counts are differences of large numbers: compare to at least 10 tokens
     _close(new_srv.rem_tokens, rsrv["rem"], "remaining tokens", floor=10.0)
     _close(new_srv.ctx_tokens, rsrv["ctx"], "context tokens", floor=10.0)
+    # busy time is the end of a step less the slot: compare to the slot length
+    _close(new_srv.busy_s, rsrv["busy"], "busy time", floor=float(p.slot_s))
     if name == "queueing":
         assert (rinfo["wait_s"] > 0).any(), "the queueing configuration must make tasks wait"
     if name == "refusals":
