@@ -5,15 +5,27 @@ atomically and resumable.
 
 writes into the run directory (a rerun with the same directory, config, seed, episode count and options
 skips the policies already finished; an interrupted one resumes from its finished chunks or waves):
-  config.toml, run.json                         what was run
+  config.toml, run.json                         what was run (the folder's binding: see below)
   policies/<name>/episodes.csv                  per-episode metrics
+  policies/<name>/episodes.npz                  the same in float64 (the paired differences are computed from it)
   policies/<name>/tasks.csv                     per-task outcomes and delay parts (``RunSpec.per_task``)
   policies/<name>/partial/                      chunks or waves finished so far (removed when the policy is done)
-  policies/<name>/summary.json                  means with 95% intervals, per task type
+  policies/<name>/summary.json                  means with 95% t intervals (``jaxsim.metrics``), per task type
   policies/<name>/learning.csv                  host policies: per-episode reward, decisions/s, counters
   policies/<name>/tensorboard/                  the same as TensorBoard event files (experiment.events)
   policies/<name>/pool                          host policies with experience: the pool at the end
-  summary.json                                  all policies
+  summary.json                                  all policies, and their paired differences:
+      "paired": {"<a> - <b>": {"reward": {"mean", "ci95", "n", "t95"}, "service_quality": {...}}, ...}
+      for every pair of the run's policies, a listed after b: the mean of the per-episode differences
+      a - b on the same episodes with its 95% t interval (``jaxsim.metrics.paired_ci``)
+
+A run directory is bound to what its results depend on: the config (its hash), the seed and the episode
+count, and the options of the policies that use them (the ICL/kNN settings, the starting pool and the
+episodes per wave of host policies; the PPO checkpoint), recorded in run.json. A run into a directory
+bound to anything else refuses before any compute (``ConfigError``, naming the folder and both sides)
+rather than mix two runs' policies in one folder; ``fresh=True`` (``jaxsim-montecarlo --fresh``)
+replaces the directory instead: the old one is moved aside in one rename and deleted, so an interrupted
+replacement leaves the old folder whole or none of it, never a mix.
 
 Device policies run over every device of every process (``jaxsim.rollout``; process 0 writes); host
 policies in one process (``experiment.host``).
@@ -21,6 +33,7 @@ policies in one process (``experiment.host``).
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
 import json
@@ -39,7 +52,7 @@ from jaxsim import distributed
 from jaxsim.compilation import compile_counts, use_persistent_cache
 from jaxsim.config import SimConfig, config_to_dict
 from jaxsim.fields import ConfigError
-from jaxsim.metrics import EpisodeStats, episode_stats, episode_table, summarise_stats
+from jaxsim.metrics import EpisodeStats, episode_stats, episode_table, paired_ci, summarise_stats
 from jaxsim.params import EnvParams, make_params
 from jaxsim.rollout import TASK_FIELDS, rollout
 
@@ -88,6 +101,80 @@ def host_batch_episodes(cfg: SimConfig, spec: RunSpec, options: PolicyOptions) -
                                                       spec.episodes)
 
 
+BOUND = ("config_hash", "seed", "episodes")                  # every policy's results depend on these
+BOUND_OPTIONS = ("icl", "pool", "batch_episodes", "checkpoint")   # some policies' results: None where unused
+
+
+def bound_options(options: PolicyOptions, host: bool, batch: int) -> dict:
+    """The options a run's results depend on, None where no policy of the run uses them."""
+    return {"icl": dataclasses.asdict(options.icl) if host else None, "pool": options.pool if host else None,
+            "batch_episodes": batch if host else None, "checkpoint": options.checkpoint}
+
+
+def binding_conflicts(old: dict, meta: dict) -> list[str]:
+    """What differs between a run directory's run.json (``old``) and this run's ``meta``, as 'what: the folder's
+    vs this run's' phrases; an option that one side does not use (None) binds nothing."""
+    diffs = [f"{'config' if k == 'config_hash' else k} {old.get(k)} vs {meta[k]}" for k in BOUND
+             if old.get(k) != meta[k]]
+    was, now = old.get("options") or {}, meta["options"]
+    for k in BOUND_OPTIONS:
+        a, b = was.get(k), now.get(k)
+        if a is None or b is None or a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += [f"{k}.{f} {a.get(f)!r} vs {b.get(f)!r}" for f in sorted({*a, *b}) if a.get(f) != b.get(f)]
+        else:
+            diffs.append(f"{k} {a!r} vs {b!r}")
+    return diffs
+
+
+def merged_options(old: dict | None, meta: dict) -> dict:
+    """This run's options, with those it does not use kept from the folder's run.json (they still bind it)."""
+    was = (old or {}).get("options") or {}
+    return {**{k: was.get(k) for k in BOUND_OPTIONS}, **{k: v for k, v in meta["options"].items() if v is not None}}
+
+
+RUN_FILES = ("config.toml", "run.json", "summary.json", "policies")      # what a run directory holds
+
+
+def replace_run_dir(run_dir: str) -> None:
+    """Remove a run directory for --fresh: moved aside in one rename (so that the folder is the old one whole
+    or absent, never a mix), then deleted; leftovers of an interrupted replacement are deleted too."""
+    parent, base = os.path.split(os.path.abspath(run_dir))
+    aside = os.path.join(parent, f".{base}.replaced-")
+    if os.path.exists(run_dir):
+        os.rename(run_dir, f"{aside}{os.getpid()}-{time.time_ns()}")
+    for name in os.listdir(parent):
+        if name.startswith(os.path.basename(aside)):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
+def check_run_dir(run_dir: str, meta: dict, fresh: bool) -> dict | None:
+    """The run.json of an existing run directory that this run may resume (None: none there); a clear error,
+    before any compute, when the directory holds another run's results and ``fresh`` is not set."""
+    meta_path = os.path.join(run_dir, "run.json")
+    here, target = os.path.realpath(os.getcwd()), os.path.realpath(run_dir)
+    if fresh and (here == target or here.startswith(target + os.sep)):
+        raise ConfigError(f"--fresh: --out {run_dir!r} is (or holds) the current directory; not replaced")
+    if fresh and os.path.isdir(run_dir):
+        other = sorted(f for f in os.listdir(run_dir) if f not in RUN_FILES and not f.startswith(".tmp-"))
+        if other:
+            raise ConfigError(f"--fresh: --out {run_dir!r} holds files that no run writes ({', '.join(other[:3])}"
+                              f"{', ...' if len(other) > 3 else ''}); not replaced")
+    if not os.path.exists(meta_path):
+        if os.path.isdir(os.path.join(run_dir, "policies")) and not fresh:
+            raise ConfigError(f"--out {run_dir!r} holds policies/ but no run.json (not a run directory of this "
+                              "version, or a damaged one): give another --out, or --fresh to replace it")
+        return None
+    with open(meta_path) as f:
+        old = json.load(f)
+    diffs = binding_conflicts(old, meta)
+    if diffs and not fresh:
+        raise ConfigError(f"--out {run_dir!r} holds another run (the folder's vs this run's: {'; '.join(diffs)}); "
+                          "give another --out, or --fresh to replace it")
+    return None if fresh else old
+
+
 def check_writable(run_dir: str) -> None:
     """A clear error, before any compute, when the run directory cannot be created or written."""
     probe = run_dir
@@ -109,6 +196,7 @@ def write_policy_results(pdir: str, stats: dict, cfg: SimConfig, extra: dict, ou
     write_csv(os.path.join(pdir, "episodes.csv"),
               ["episode", "reward", "service_quality", "mean_delay_s", "mean_quality", "n_tasks"],
               ([e, *(f"{c[e]:.6g}" for c in cols), int(em["n_tasks"][e])] for e in range(len(em["reward"]))))
+    write_npz(os.path.join(pdir, "episodes.npz"), em)
     summary = {**summarise_stats(stats, types), **extra, "actions": actions}
     write_json(os.path.join(pdir, "summary.json"), summary)
     if out is None:
@@ -208,12 +296,35 @@ def run_host_policy(key, params: EnvParams, policy, spec: RunSpec, batch_episode
 
 
 # ---------------------------------------------------------------------- a comparison
+PAIRED_METRICS = ("reward", "service_quality")
+
+
+def read_episode_table(pdir: str) -> dict[str, np.ndarray]:
+    """A finished policy's per-episode metrics: episodes.npz (float64), or episodes.csv in folders written
+    before it."""
+    path = os.path.join(pdir, "episodes.npz")
+    if os.path.exists(path):
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    with open(os.path.join(pdir, "episodes.csv")) as f:
+        rows = list(csv.DictReader(f))
+    return {k: np.array([float(r[k]) for r in rows]) for k in PAIRED_METRICS}
+
+
+def paired_differences(tables: dict[str, dict]) -> dict[str, dict]:
+    """{"<a> - <b>": {metric: paired_ci(a, b)}} for every pair of policies, a listed after b."""
+    names = list(tables)
+    return {f"{a} - {b}": {m: paired_ci(tables[a][m], tables[b][m]) for m in PAIRED_METRICS}
+            for j, a in enumerate(names) for b in names[:j]}
+
+
 def run_policies(cfg: SimConfig, names: list[str], spec: RunSpec = RunSpec(),
                  run_dir: str | None = None, options: PolicyOptions = PolicyOptions(),
-                 progress: bool = True) -> tuple[str, dict[str, dict]]:
+                 progress: bool = True, fresh: bool = False) -> tuple[str, dict[str, dict]]:
     """Roll out every named policy on the same episodes into ``run_dir`` (default ``default_run_dir``); returns
     (run_dir, {name: summary}) (summaries on the writing process only). Every input is checked, and every
-    policy built, before any rollout."""
+    policy built, before any rollout; a ``run_dir`` bound to another config, seed, episode count or options
+    is refused (``ConfigError``), or with ``fresh`` replaced."""
     spec = spec.validate()
     host = [n for n in names if is_host(n, cfg)]
     if host and jax.process_count() > 1:
@@ -222,31 +333,38 @@ def run_policies(cfg: SimConfig, names: list[str], spec: RunSpec = RunSpec(),
     run_dir = run_dir or default_run_dir(cfg, spec)
     check_writable(run_dir)
     batch = host_batch_episodes(cfg, spec, options)
+    writer = distributed.is_writer()
+    meta = {"config_hash": config_hash(cfg), "seed": spec.seed, "episodes": spec.episodes,
+            "options": bound_options(options, bool(host), batch),
+            "devices": sorted({str(d.device_kind) for d in jax.devices()}), "device_count": jax.device_count(),
+            "process_count": jax.process_count(), "jax": jax.__version__}
+    old, refused = None, None
+    if writer:
+        try:
+            old = check_run_dir(run_dir, meta, fresh)
+        except ConfigError as e:
+            refused = e
+    if bool(distributed.broadcast_from_writer(np.int32(refused is not None))):
+        raise refused or ConfigError(f"--out {run_dir!r}: refused by process 0 (see its error)")
     policies = {n: make_policy(n, cfg, options) for n in names}
     if host:
         use_persistent_cache()              # the LLM's programs: compiled once per machine, not once per run
     params = make_params(cfg)
-    writer = distributed.is_writer()
-    meta = {"config_hash": config_hash(cfg), "seed": spec.seed, "episodes": spec.episodes,
-            "options": {"icl": dataclasses.asdict(options.icl) if host else None, "checkpoint": options.checkpoint,
-                        "batch_episodes": batch},
-            "devices": sorted({str(d.device_kind) for d in jax.devices()}), "device_count": jax.device_count(),
-            "process_count": jax.process_count(), "jax": jax.__version__}
-    meta_path = os.path.join(run_dir, "run.json")
-    same_run = False
+    meta["options"] = merged_options(old, meta)
+    same_run = old is not None
     if writer:
+        if fresh:
+            replace_run_dir(run_dir)
         os.makedirs(run_dir, exist_ok=True)
-        if os.path.exists(meta_path):
-            with open(meta_path) as f:
-                old = json.load(f)
-            same_run = all(old.get(k) == meta[k] for k in ("config_hash", "seed", "episodes", "options"))
         save_config(cfg, os.path.join(run_dir, "config.toml"))
-        write_json(meta_path, {**meta, "policies": names})
+        write_json(os.path.join(run_dir, "run.json"), {**meta, "policies": names})
     same_run = bool(distributed.broadcast_from_writer(np.int32(same_run)))
     reducer = EpisodeStats(len(cfg.type_names), len(cfg.action_names))
 
     summaries: dict[str, dict] = {}
+    tables: dict[str, dict] = {}
     summary_path = os.path.join(run_dir, "summary.json")
+    top = lambda: {"run": meta, "policies": summaries, "paired": paired_differences(tables)}  # noqa: E731
     key = jax.random.PRNGKey(spec.seed)
     for name, built in policies.items():
         pdir = os.path.join(run_dir, "policies", name)
@@ -256,6 +374,7 @@ def run_policies(cfg: SimConfig, names: list[str], spec: RunSpec = RunSpec(),
             if writer:
                 with open(done_path) as f:
                     summaries[name] = json.load(f)
+                tables[name] = read_episode_table(pdir)
                 print(f"{name}: already in {pdir}, skipped")
             continue
         t0 = time.perf_counter()
@@ -275,11 +394,12 @@ def run_policies(cfg: SimConfig, names: list[str], spec: RunSpec = RunSpec(),
         summaries[name] = write_policy_results(pdir, stats, cfg, {
             "policy": name, "episodes": spec.episodes, "wall_s": wall,
             "decisions_per_s": decisions / wall if wall > 0 else math.nan, **extra}, out)
+        tables[name] = episode_table(stats)
         shutil.rmtree(os.path.join(pdir, "partial"), ignore_errors=True)
-        write_json(summary_path, {"run": meta, "policies": summaries})
+        write_json(summary_path, top())
     distributed.barrier("montecarlo-done")
     if writer:
-        write_json(summary_path, {"run": meta, "policies": summaries})
+        write_json(summary_path, top())
     return run_dir, summaries
 
 

@@ -6,16 +6,20 @@ Reads (or computes: they are cached) the same runs as figures 1-6 and states, fo
 the runs show, with the numbers. Writes results/claims.md; with --doc, replaces the block between
 ``<!-- claims:start -->`` and ``<!-- claims:end -->`` in that file.
 
-A difference counts as **shown** when it is larger than the sum of the two 95% half-widths (a
-conservative test over episodes), as **direction only** when it points the claimed way but is
-within that noise, and as **not supported** when it points the other way.
+Every run of a study sees the same episodes, so a claim that one method beats another is tested on
+the paired difference: the mean of the per-episode reward differences with its 95% Student-t
+interval (n - 1 degrees of freedom for n episodes). It counts as **shown** when that mean is larger
+than its half-width (the interval excludes 0), as **direction only** when it points the claimed way
+but is within that noise, and as **not supported** when it points the other way. Runs without
+per-episode rewards fall back to the conservative test: a difference larger than the sum of the two
+95% t half-widths.
 """
 
 from __future__ import annotations
 
 from experiment.files import atomic_write_bytes
 from scripts import compare_table, fig_explore, fig_shots
-from scripts.study import ICL, Study, icl_label, mean_ci
+from scripts.study import ICL, Study, icl_label, mean_ci, paired_mean_ci
 
 START, END = "<!-- claims:start -->", "<!-- claims:end -->"
 
@@ -25,12 +29,29 @@ def _fmt(s: dict) -> str:
     return f"{m:.3f} ± {ci:.3f}"
 
 
+def difference(better: dict, worse: dict) -> tuple[float, float, bool]:
+    """(reward(better) - reward(worse), its 95% half-width, paired): the paired difference over the same
+    episodes where both runs have per-episode rewards, else the difference of the means with the sum of the
+    two half-widths."""
+    d = paired_mean_ci(better, worse)
+    if d is not None:
+        return d[0], d[1], True
+    (a, ca), (b, cb) = mean_ci(better), mean_ci(worse)
+    return a - b, ca + cb, False
+
+
 def compare(better: dict, worse: dict) -> str:
     """'shown' / 'direction only' / 'not supported' for the claim reward(better) > reward(worse)."""
-    (a, ca), (b, cb) = mean_ci(better), mean_ci(worse)
-    if a - b > ca + cb:
+    d, half, _ = difference(better, worse)
+    if d > half:
         return "shown"
-    return "direction only" if a > b else "not supported"
+    return "direction only" if d > 0 else "not supported"
+
+
+def _vs(better: dict, worse: dict) -> str:
+    """The verdict with the difference it rests on, e.g. 'shown (+0.120 ± 0.050 paired)'."""
+    d, half, paired = difference(better, worse)
+    return f"{compare(better, worse)} ({d:+.3f} ± {half:.3f}{' paired' if paired else ''})"
 
 
 def verdict(parts: list[str]) -> str:
@@ -64,7 +85,7 @@ def claim_more_shots(study: Study, cfg) -> tuple[str, str]:
     more = compare(runs[-1], runs[0])
     first, last = r[1] - r[0], r[-1] - r[-2]
     text = ("ICL reward by demonstrations k: " + ", ".join(f"k={k}: {_fmt(s)}" for k, s in zip(shots, runs))
-            + f". k={shots[-1]} vs k=0: {more}; first step {first:+.3f}, last step {last:+.3f} "
+            + f". k={shots[-1]} vs k=0: {_vs(runs[-1], runs[0])}; first step {first:+.3f}, last step {last:+.3f} "
             f"(diminishing returns: {'yes' if first > last else 'no'}).")
     if more != "not supported" and first <= last:
         return "**mixed** (more demonstrations help; the returns do not diminish)", text
@@ -78,7 +99,7 @@ def claim_exploration(study: Study, cfg) -> tuple[str, str]:
     best = max(range(1, len(runs)), key=lambda i: mean_ci(runs[i])[0])
     part = compare(runs[best], runs[0])
     text = ("ICL reward by exploration rate: " + ", ".join(f"{p[0]}: {_fmt(s)}" for p, s in zip(pts, runs))
-            + f". Best with exploration ({pts[best][0]}) vs none: {part}.")
+            + f". Best with exploration ({pts[best][0]}) vs none: {_vs(runs[best], runs[0])}.")
     return verdict([part]), text
 
 
@@ -89,7 +110,7 @@ def claim_bigger_llm(study: Study, cfg, models: list[str]) -> tuple[str, str]:
     runs = [study.run("icl", cfg, {**ICL, "model": m}) for m in models]
     parts = [compare(b, a) for a, b in zip(runs, runs[1:])]
     text = ("ICL reward by deciding LLM, smallest first: " + ", ".join(f"{m}: {_fmt(s)}" for m, s in zip(models, runs))
-            + ". Each step up in size: " + ", ".join(parts) + ".")
+            + ". Each step up in size: " + ", ".join(_vs(b, a) for a, b in zip(runs, runs[1:])) + ".")
     return verdict(parts), text
 
 
@@ -100,7 +121,7 @@ def claim_edge_cloud(study: Study, cfg) -> tuple[str, str]:
     parts = [compare(s, singles[best_name]) for s in methods.values()]
     text = ("Single-site: " + ", ".join(f"{k} {_fmt(s)}" for k, s in singles.items())
             + f". Edge-cloud methods vs the best single site ({best_name}): "
-            + ", ".join(f"{k} {_fmt(s)}: {p}" for (k, s), p in zip(methods.items(), parts)) + ".")
+            + ", ".join(f"{k} {_fmt(s)}: {_vs(s, singles[best_name])}" for k, s in methods.items()) + ".")
     return verdict(parts), text
 
 
@@ -114,7 +135,8 @@ def make(study: Study, models: list[str] | None = None) -> str:
               ("A larger deciding LLM decides better", claim_bigger_llm(study, cfg, models)),
               ("Edge-cloud beats edge-only and cloud-only", claim_edge_cloud(study, cfg))]
     scen = study.label()
-    text = (f"{study.n_episodes} episodes per point, {scen}, seed {study.seed}; mean reward ± 95% half-width. "
+    text = (f"{study.n_episodes} episodes per point, {scen}, seed {study.seed}; mean reward ± 95% t half-width; "
+            "a difference between two methods: paired over the same episodes. "
             f"Generated by `python -m scripts.claims{'' if study.quick else ' --no-quick'}`.\n\n"
             + "\n".join(f"- *{c}*: {v}. {t}" for c, (v, t) in claims) + "\n")
     atomic_write_bytes(study.path("claims.md"), text.encode())

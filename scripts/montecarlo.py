@@ -5,9 +5,10 @@
     jaxsim-montecarlo --policies icl,knn --model smollm2-135m --shots 8 --select ranked --epsilon 0.1
 
 Writes a run directory (``experiment.runs``: config, per-episode and per-task CSVs, summaries with 95%
-intervals, the learning log and pool of host policies; every file atomically; a rerun with the same --out,
-config, seed and episode count skips the policies already finished, an interrupted one resumes from its
-finished chunks) and prints a summary table.
+Student-t intervals and every pair's paired difference, the learning log and pool of host policies; every file
+atomically; a rerun with the same --out, config, seed, episode count and options skips the policies already
+finished, an interrupted one resumes from its finished chunks; an --out that holds a run of another config,
+seed, episode count or options is refused, exit 2, unless --fresh replaces it) and prints a summary table.
 
 Large runs stream: each chunk of episodes (sized from free device memory, --chunk auto) is
 reduced to per-episode sums on the device, so 10^6 episodes fit a laptop or one GPU. On a
@@ -21,8 +22,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import importlib.util
 import os
 import sys
+import traceback
 
 from experiment import PolicyOptions, RunSpec, default_policies, is_host, policy_names, run_policies
 from experiment.runs import PER_TASK_AUTO_MAX_EPISODES
@@ -54,6 +57,9 @@ def parse_args(argv=None):
     ap.add_argument("--episodes", type=int, default=16, help="episodes per policy (default 16)")
     ap.add_argument("--seed", type=int, default=0, help="base seed; every policy sees the same episodes")
     ap.add_argument("--out", help="run directory (default runs/montecarlo-<config hash>-s<seed>-e<episodes>)")
+    ap.add_argument("--fresh", action="store_true",
+                    help="replace the run directory if it exists (by default a rerun resumes it, and one with "
+                         "another config, seed, episode count or options is refused)")
     ap.add_argument("--chunk", default="auto",
                     help="episodes per compiled batch, or auto: as many as fit in 40%% of free device memory (auto)")
     ap.add_argument("--per-task", choices=("auto", "on", "off"), default="auto",
@@ -61,7 +67,8 @@ def parse_args(argv=None):
                          f"{PER_TASK_AUTO_MAX_EPISODES} episodes (auto)")
     ap.add_argument("--checkpoint", help="PPO checkpoint directory for --policies ppo")
     ap.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                    help="import MODULE first (it registers policies with experiment.register); repeatable")
+                    help="import MODULE (a module name, found in the current directory too, or a .py file path) "
+                         "first; it registers policies with experiment.register; repeatable")
     g = ap.add_argument_group("icl / knn (host policies)")
     g.add_argument("--policy", dest="policies", help="alias of --policies")
     g.add_argument("--model", help="deciding LLM: registered name, .gguf path or checkpoint folder (smollm2-135m)")
@@ -97,6 +104,48 @@ def icl_config(args) -> ICLConfig:
     return dataclasses.replace(ICLConfig(seed=args.seed), **{k: v for k, v in over.items() if v is not None}).validate()
 
 
+def import_plugin(plugin: str) -> None:
+    """Import a --plugin: a module name (the current directory searched first, as ``python -m`` does) or a path
+    to a .py file; any failure is a ConfigError naming it."""
+    try:
+        if plugin.endswith(".py") or os.sep in plugin or "/" in plugin:
+            path = os.path.abspath(plugin)
+            if not os.path.isfile(path):
+                raise ConfigError(f"--plugin {plugin!r}: no such file")
+            name = os.path.splitext(os.path.basename(path))[0]
+            if name in sys.modules and os.path.abspath(getattr(sys.modules[name], "__file__", "") or "") != path:
+                name = f"_jaxsim_plugin_{name}"          # a module of that name is loaded already: keep it
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                sys.modules.pop(name, None)
+                raise
+        else:
+            if os.getcwd() not in sys.path and "" not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            importlib.import_module(plugin)
+    except ConfigError:
+        raise
+    except Exception as e:                                   # ImportError, SyntaxError, an error in its code
+        where = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
+        at = f" at {os.path.basename(where.filename)}:{where.lineno}" if where and not isinstance(e, ImportError) else ""
+        raise ConfigError(f"--plugin {plugin!r}: cannot be imported ({type(e).__name__}{at}: {e})") from None
+
+
+def check_model(names: list[str], model: str | None) -> None:
+    """--model for the policies that load a deciding LLM: a registered name, a .gguf file or a checkpoint
+    folder, checked before any compute."""
+    if model is None or "icl" not in names:
+        return
+    from icl.llm.registry import MODELS, is_model_source
+    if not is_model_source(model):
+        raise ConfigError(f"--model {model!r}: unknown; allowed: {', '.join(MODELS)}, a .gguf file or a Hugging "
+                          "Face checkpoint folder (config.json + *.safetensors)")
+
+
 def positive_or_auto(flag: str, value: str) -> int | str:
     if value == "auto":
         return value
@@ -109,11 +158,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         cluster = distributed.spec_from_args(args)
-        for module in args.plugin:
-            try:
-                importlib.import_module(module)
-            except ImportError as e:
-                raise ConfigError(f"--plugin {module!r}: cannot be imported ({e})") from None
+        for plugin in args.plugin:
+            import_plugin(plugin)
         if args.scenario is not None and args.config is not None:
             raise ConfigError("--scenario and --config: give one of them")
         cfg = load_config(args.config if args.scenario is None else scenario_path(args.scenario))
@@ -122,6 +168,7 @@ def main(argv=None) -> int:
             raise ConfigError("--policies: no policy given; allowed: " + ", ".join(policy_names(cfg)))
         for n in names:
             is_host(n, cfg)                                  # unknown names: an error naming the allowed ones
+        check_model(names, args.model)
         batch = positive_or_auto("--batch-episodes", args.batch_episodes)
         spec = RunSpec(episodes=args.episodes, seed=args.seed, chunk=positive_or_auto("--chunk", args.chunk),
                        per_task=None if args.per_task == "auto" else args.per_task == "on",
@@ -134,13 +181,13 @@ def main(argv=None) -> int:
                               "run them without --coordinator / outside a multi-task job")
         distributed.set_cpu_devices(args.cpu_devices, episode_slots=args.episodes * cfg.episode.horizon)
         distributed.initialize(cluster)
-        run_dir, summaries = run_policies(cfg, names, spec, args.out, options)
+        run_dir, summaries = run_policies(cfg, names, spec, args.out, options, fresh=args.fresh)
     except (ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not distributed.is_writer():
         return 0
-    print(f"\n{args.episodes} episodes x {cfg.episode.horizon} slots per policy; 95% intervals over episodes; "
+    print(f"\n{args.episodes} episodes x {cfg.episode.horizon} slots per policy; 95% t intervals over episodes; "
           f"results in {run_dir}")
     print_table(summaries)
     return 0

@@ -24,7 +24,7 @@ import numpy as np
 
 from experiment.files import atomic_write_bytes, write_csv
 from jaxsim.config import EpisodeConfig, SimConfig, TopologyConfig, config_to_dict
-from jaxsim.metrics import episode_metrics, summarise
+from jaxsim.metrics import episode_metrics, paired_ci, summarise
 from jaxsim.params import make_params
 from jaxsim.rollout import rollout
 
@@ -107,7 +107,9 @@ class Study:
         path = self.path("runs", f"{method}-{key}.json")
         if os.path.exists(path):
             with open(path) as f:
-                return json.load(f)
+                cached = json.load(f)
+            if "t95" in cached["reward"]:         # else cached before the t intervals: computed again
+                return cached
         params = make_params(cfg)
         rkey = jax.random.PRNGKey(self.seed)
         extra: dict = {}
@@ -166,8 +168,20 @@ def plt():
 
 
 def mean_ci(s: dict, metric: str = "reward") -> tuple[float, float]:
+    """(mean, 95% t half-width; 0 where undefined) of one run's metric."""
     m = s[metric]
     return float(m["mean"]), float(m["ci95"]) if np.isfinite(m["ci95"]) else 0.0
+
+
+def paired_mean_ci(a: dict, b: dict) -> tuple[float, float] | None:
+    """(mean, 95% t half-width) of the per-episode reward differences a - b of two runs on the same episodes
+    (``jaxsim.metrics.paired_ci``), or None when either run lacks its per-episode rewards or their episode
+    counts differ."""
+    ea, eb = a.get("episode_rewards"), b.get("episode_rewards")
+    if ea is None or eb is None or len(ea) != len(eb):
+        return None
+    d = paired_ci(ea, eb)
+    return d["mean"], d["ci95"] if np.isfinite(d["ci95"]) else 0.0
 
 
 def study_args(description: str, argv=None, extra=None) -> tuple[argparse.Namespace, Study]:

@@ -32,6 +32,24 @@ class FakeStudy:
 CFG = SimConfig().validate()
 
 
+def test_compare_uses_the_paired_difference_of_the_same_episodes():
+    """Two methods on the same three episodes: one is better by 0.1 on every episode while the episodes spread by
+    0.3. The paired difference's t interval shows it; the two separate intervals overlap."""
+    def run(rewards):
+        from jaxsim.metrics import mean_ci
+        return {"reward": mean_ci(rewards), "episode_rewards": rewards}
+    worse = run([0.1, 0.4, 0.7])
+    better = run([0.2, 0.51, 0.79])
+    assert better["reward"]["mean"] - worse["reward"]["mean"] < better["reward"]["ci95"] + worse["reward"]["ci95"]
+    assert claims.compare(better, worse) == "shown"
+    assert claims.compare(worse, better) == "not supported"
+    assert claims._vs(better, worse).startswith("shown (+0.100 ± ") and claims._vs(better, worse).endswith(" paired)")
+    noisy = run([0.3, 0.35, 0.75])                     # +0.2, -0.05, +0.05: the right way on average, within the noise
+    assert claims.compare(noisy, worse) == "direction only"
+    # without per-episode rewards: the sum of the two half-widths
+    assert claims.compare({"reward": better["reward"]}, {"reward": worse["reward"]}) == "direction only"
+
+
 def test_compare_uses_the_sum_of_half_widths():
     assert claims.compare(s(0.5, 0.05), s(0.3, 0.05)) == "shown"           # 0.2 > 0.1
     assert claims.compare(s(0.5, 0.15), s(0.3, 0.1)) == "direction only"   # 0.2 < 0.25

@@ -98,6 +98,14 @@ def assemble(name: str, src: ModelSource, parts: list[Path]) -> Path:
     return out
 
 
+def is_model_source(name_or_path: str) -> bool:
+    """Whether ``resolve`` knows what ``name_or_path`` is (a registered name, a .gguf file or a checkpoint folder);
+    the weights of a registered name may still be missing."""
+    p = Path(str(name_or_path)).expanduser()
+    return (str(name_or_path) in MODELS or (p.is_file() and p.suffix == ".gguf")
+            or (p.is_dir() and (p / "config.json").is_file()))
+
+
 def resolve(name_or_path: str) -> tuple[str, Path]:
     """-> ("gguf" | "hf", path). Raises FileNotFoundError/ValueError with the known names and how to install."""
     key = str(name_or_path)
