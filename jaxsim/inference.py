@@ -268,8 +268,9 @@ def batch_schedule(params: EnvParams, srv: ServerState, prefill_stall=None) -> B
 
 
 def tokens_done_by(sched: BatchSchedule, t_s):
-    """Decode steps every still-running sequence has taken by time t_s on the decode timeline (fractional), [V];
-    0 before the timeline starts and once every sequence is done."""
+    """Decode steps every still-running sequence has taken by time t_s (scalar or [V]) on the decode timeline
+    (fractional), [V]; 0 before the timeline starts and once every sequence is done."""
+    t_s = jnp.broadcast_to(t_s, sched.stall_s.shape)[:, None]
     t_prev = jnp.concatenate([sched.stall_s[:, None], sched.phase_end_s[:, :-1]], -1)
     r = jnp.where(jnp.isfinite(sched.sorted_rem), sched.sorted_rem, 0.0)
     r_prev = jnp.concatenate([jnp.zeros_like(r[:, :1]), r[:, :-1]], -1)
@@ -348,63 +349,78 @@ def admit_and_schedule(params: EnvParams, srv: ServerState):
     return srv, sched, queue_pos
 
 
-def book(params: EnvParams, srv: ServerState, sched: BatchSchedule, server, entry):
-    """(wait_s, done_s) of the sequences at (server, entry), each [U], from the slot's start: the slot boundary at
-    which each is admitted (0 when running now) and its completion, as the carried state runs them when nothing
-    else arrives and the background holds.
+def _where_server(mask, new, old):
+    """Per server (the leading axis of every leaf): ``new`` where ``mask`` [V], else ``old``."""
+    return jax.tree.map(lambda a, b: jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old)
+
+
+def book(params: EnvParams, srv: ServerState, sched: BatchSchedule, server, entry, booked):
+    """(wait_s, done_s) of the sequences at (server, entry) where ``booked`` (all [U]), from the slot's start: the
+    slot boundary at which each is admitted (0 when running now) and its completion, as the carried state runs them
+    when nothing else arrives and the background holds.
 
     With no sequence waiting, the slot's closed-form schedule is the whole future (the batch only shrinks).
-    Otherwise the servers run on, slot by slot, through the same :func:`advance` and :func:`admit` (FIFO into the
-    places freed by the slot boundary), until no sequence waits: a bounded loop (every slot admits at least one
-    waiter once the batch is done, since the background stays below b_max) that a slot without waiters skips;
-    the last schedule then gives every remaining completion in closed form. Only the U looked-up entries are
-    gathered at the end.
+    Otherwise each server with waiters runs on through the same :func:`advance` and :func:`admit` (FIFO into the
+    places freed at a slot boundary), jumping straight to the first boundary at which a place frees: the one after
+    the last step of its shortest staying sequence starts, since until then the batch is full and the closed form
+    holds. Every jump admits at least one waiter, so the loop runs at most S times (none in a slot without
+    waiters, and none is compiled for a config in which no server can hold waiters: ``params.may_queue``); only the
+    servers of booked sequences run on. The last schedule then gives every remaining completion
+    in closed form. Only the U looked-up entries are gathered at the end.
     """
-    t_slot, s = params.slot_s, params.max_seqs
-    rows = jnp.broadcast_to(jnp.arange(params.n_servers)[:, None], (params.n_servers, s))
+    t_slot, v, s = params.slot_s, params.n_servers, params.max_seqs
+    rows = jnp.broadcast_to(jnp.arange(v)[:, None], (v, s))
+    needed = jnp.zeros((v,), bool).at[server].max(booked)                      # [V] servers of booked sequences
 
     def waiting(c):
-        return jnp.any(c[0].status == QUEUED)
+        return jnp.any(needed[:, None] & (c[0].status == QUEUED))
 
-    def one_slot(c):
+    def jump(c):
         sim, sch, k, admitted_at, done_at = c
         run = sim.status == RUNNING
+        waits = needed & (sim.status == QUEUED).any(-1)                       # [V]
+        # the first place to free: the staying sequence with the fewest tokens left, once its last step starts
+        r_min = jnp.min(jnp.where(run & (sim.rem_tokens > 0.0), sim.rem_tokens, jnp.inf), -1)
+        last_starts = step_end_s(sch, jnp.where(jnp.isfinite(r_min), r_min - 1.0, 0.0))
+        d = jnp.where(waits, jnp.maximum(jnp.floor(last_starts / t_slot) + 1.0, 1.0), 0.0)   # slots to jump, [V]
         comp = completion_s(sch, rows, jnp.where(run, sim.rem_tokens, jnp.inf))
-        nxt = advance(params, sim, sch)
-        freed = run & (nxt.status == FREE)
-        done_at = jnp.where(freed, k * t_slot + jnp.minimum(comp, t_slot), done_at)
-        nxt, sch, _ = admit_and_schedule(params, nxt)
-        admitted_at = jnp.where((sim.status == QUEUED) & (nxt.status == RUNNING), k + 1, admitted_at)
-        return nxt, sch, k + 1, admitted_at, done_at
+        nxt, nsch, _ = admit_and_schedule(params, advance(params, sim, sch, d * t_slot))
+        nxt, nsch = _where_server(waits, nxt, sim), _where_server(waits, nsch, sch)     # the others stay
+        done_at = jnp.where(run & (nxt.status == FREE), k[:, None] * t_slot + comp, done_at)
+        k = k + d.astype(jnp.int32)
+        admitted_at = jnp.where((sim.status == QUEUED) & (nxt.status == RUNNING), k[:, None], admitted_at)
+        return nxt, nsch, k, admitted_at, done_at
 
-    init = (srv, sched, jnp.int32(0), jnp.zeros((params.n_servers, s), jnp.int32), jnp.full((params.n_servers, s), jnp.inf))
-    sim, sch, k, admitted_at, done_at = jax.lax.while_loop(waiting, one_slot, init)
+    init = (srv, sched, jnp.zeros((v,), jnp.int32), jnp.zeros((v, s), jnp.int32), jnp.full((v, s), jnp.inf))
+    # without a server that can hold waiters (a static property of the config), nothing ever waits
+    sim, sch, k, admitted_at, done_at = jax.lax.while_loop(waiting, jump, init) if params.may_queue else init
     e = jnp.minimum(entry, s - 1)
     running = sim.status[server, e] == RUNNING
-    later = k * t_slot + completion_s(sch, server, jnp.where(running, sim.rem_tokens[server, e], jnp.inf))
+    later = k[server] * t_slot + completion_s(sch, server, jnp.where(running, sim.rem_tokens[server, e], jnp.inf))
     done = jnp.where(running, later, done_at[server, e])
     return admitted_at[server, e] * t_slot, done
 
 
-def advance(params: EnvParams, srv: ServerState, sched: BatchSchedule) -> ServerState:
-    """Run the slot: finished sequences free their entries; the others carry over with the whole steps they took,
-    the step in progress at the slot's end counted as taken and its remaining time carried as ``busy_s`` (with the
-    prefills left over, when the stall outlasts the slot), so progress keeps every fraction of a step."""
-    t_slot = params.slot_s
+def advance(params: EnvParams, srv: ServerState, sched: BatchSchedule, t_s=None) -> ServerState:
+    """Run the slot (or ``t_s`` [V] s on each server, with no admission meanwhile): finished sequences free their
+    entries; the others carry over with the whole steps they took, the step in progress at the end counted as
+    taken and its remaining time carried as ``busy_s`` (with the prefills left over, when the stall outlasts the
+    slot), so progress keeps every fraction of a step."""
+    t_end = jnp.broadcast_to(params.slot_s if t_s is None else t_s, (params.n_servers,))
     run = srv.status == RUNNING
-    # completion times grow with the remaining count: the first m (those done by the slot's end)
+    # completion times grow with the remaining count: the first m (those done by the end)
     # are the sequences with at most the m-th smallest count
-    m = jnp.sum(sched.sorted_done_s <= t_slot, -1)                          # [V]
+    m = jnp.sum(sched.sorted_done_s <= t_end[:, None], -1)                  # [V]
     last_rem = jnp.take_along_axis(sched.sorted_rem, jnp.maximum(m - 1, 0)[:, None], -1)
     finished = run & (m[:, None] > 0) & (srv.rem_tokens <= last_rem)
-    # the step in progress at the slot's end: the first whose end is not before it
-    n0 = jnp.floor(tokens_done_by(sched, t_slot))
+    # the step in progress at the end: the first whose end is not before it
+    n0 = jnp.floor(tokens_done_by(sched, t_end))
     end0 = step_end_s(sched, n0)
-    n_c = jnp.where(end0 >= t_slot, n0, n0 + 1.0)
-    end_c = jnp.where(end0 >= t_slot, end0, step_end_s(sched, n0 + 1.0))
-    finished = finished | (run & (srv.rem_tokens <= n_c[:, None]) & (end_c <= t_slot)[:, None])
+    n_c = jnp.where(end0 >= t_end, n0, n0 + 1.0)
+    end_c = jnp.where(end0 >= t_end, end0, step_end_s(sched, n0 + 1.0))
+    finished = finished | (run & (srv.rem_tokens <= n_c[:, None]) & (end_c <= t_end)[:, None])
     go_on = run & ~finished
-    busy = jnp.where(go_on.any(-1), jnp.maximum(end_c - t_slot, 0.0), 0.0)
+    busy = jnp.where(go_on.any(-1), jnp.maximum(end_c - t_end, 0.0), 0.0)
     steps = n_c[:, None]
     return srv.replace(
         rem_tokens=jnp.where(go_on, jnp.maximum(srv.rem_tokens - steps, 0.0), jnp.where(finished, 0.0, srv.rem_tokens)),

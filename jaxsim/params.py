@@ -35,6 +35,10 @@ class EnvParams:
     oracle_exhaustive: int = struct.field(pytree_node=False)
     oracle_sweeps: int = struct.field(pytree_node=False)
     prefill_stall: bool = struct.field(pytree_node=False)   # a slot's admitted prompts stall their server's decode
+    may_queue: bool = struct.field(pytree_node=False)       # some server admits fewer than max_seqs at its highest
+                                                            #   background (tasks can wait); False skips the queue's
+                                                            #   booking loop (True is always correct: it then runs
+                                                            #   no step where nothing waits)
     # ---- time, topology ----
     slot_s: jnp.ndarray
     bs_xy_m: jnp.ndarray            # [M, 2]
@@ -143,6 +147,7 @@ def make_params(cfg: SimConfig) -> EnvParams:
         allocator=rad.allocator, interference=rad.interference, integer_rbs=rad.integer_rbs,
         oracle_exhaustive=cfg.oracle.max_exhaustive_tasks, oracle_sweeps=cfg.oracle.sweeps,
         prefill_stall=bool(inf.prefill_stall),
+        may_queue=any(min(cfg.b_max(a) - a.bg_max_seqs, inf.max_server_seqs) < inf.max_server_seqs for a in servers),
         slot_s=f32(cfg.episode.slot_s),
         bs_xy_m=f32(hex_sites(top.n_cells, top.isd_m)),
         cell_radius_m=f32(top.isd_m / math.sqrt(3)),

@@ -121,7 +121,8 @@ def fuzz(n: int = 10_000, seed: int = 0, batch: int = 500) -> dict:
             m = min(batch, left)
             cfgs, rej = valid_configs(rng, group, m)
             res["rejected_draws"] += rej
-            ps = [make_params(c) for c in cfgs]
+            # one treedef for the batch: the queue's booking loop compiled in for every config (always correct)
+            ps = [make_params(c).replace(may_queue=True) for c in cfgs]
             stacked = jax.tree.map(lambda *x: jnp.stack(x), *ps)
             # pad to a whole batch: one compiled shape per group
             pad = batch - m if per_group[g] >= batch else 0

@@ -36,9 +36,9 @@ min_quality = 0.6
 
 CONFIGS = [
     # numbers out of range, of the wrong kind, NaN and inf: the field and the allowed range named
-    ("[episode]\nslot_s = 0.0", "episode.slot_s = 0.0 is out of range: allowed (0, 3600]"),
-    ("[episode]\nslot_s = nan", "episode.slot_s = nan: must be a number, allowed (0, 3600]"),
-    ("[episode]\nslot_s = inf", "episode.slot_s = inf: must be finite, allowed (0, 3600]"),
+    ("[episode]\nslot_s = 0.0", "episode.slot_s = 0.0 is out of range: allowed [0.001, 3600]"),
+    ("[episode]\nslot_s = nan", "episode.slot_s = nan: must be a number, allowed [0.001, 3600]"),
+    ("[episode]\nslot_s = inf", "episode.slot_s = inf: must be finite, allowed [0.001, 3600]"),
     ("[episode]\nhorizon = 2.5", "episode.horizon = 2.5: must be an integer, allowed an integer in [1, 100000]"),
     ("[episode]\nhorizon = true", "episode.horizon = True: must be an integer"),
     ('[episode]\nhorizon = "50"', "episode.horizon = '50': must be an integer"),
