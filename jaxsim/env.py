@@ -169,7 +169,7 @@ def evaluate(params: EnvParams, state: EnvState, action, radio: RadioDelays | No
     srv, entry, accepted = inference.enqueue(params, state.servers, server, valid,
                                              state.output_tokens, state.prompt_tokens)
     srv, sched, _ = inference.admit_and_schedule(params, srv)
-    wait, done = inference.book(params, srv, sched, server, entry)
+    wait, done = inference.book(params, srv, sched, server, entry, accepted)
     prefill = inference.prefill_s(params, server, state.prompt_tokens)
     # decode from admission to completion; with the stall, a task's own prefill (booked as prefill) is among the
     # prefills its server runs before decoding on
