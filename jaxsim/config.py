@@ -25,7 +25,7 @@ from .fields import ConfigError, Range, bounded, check_fields, check_name, check
 # --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EpisodeConfig:
-    slot_s: float = bounded(1.0, 0.0, 3600.0, lo_open=True)     # slot length, s
+    slot_s: float = bounded(1.0, 1e-3, 3600.0)                  # slot length, s (1 ms: an NR subframe)
     horizon: int = bounded(50, 1, 100_000, integer=True)        # slots per episode
 
     def validate(self, p: str) -> None:
@@ -303,7 +303,8 @@ class RewardConfig:
 @dataclass(frozen=True)
 class OracleConfig:
     max_exhaustive_tasks: int = bounded(4, 0, 12, integer=True)   # exhaustive over K^n assignments of a slot's first n
-    sweeps: int = bounded(1, 0, 16, integer=True)                 # coordinate-ascent sweeps over all tasks afterwards
+    sweeps: int = bounded(8, 0, 16, integer=True)                 # coordinate-ascent sweeps afterwards: until one
+                                                                  #   moves no task, at most this many
 
     def validate(self, p: str) -> None:
         check_fields(self, p)
