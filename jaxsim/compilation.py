@@ -1,7 +1,7 @@
 """JAX compilation bookkeeping: the persistent compilation cache and a count of compiles.
 
 ``use_persistent_cache()`` points JAX's own persistent compilation cache at a folder (``$JAX_COMPILATION_CACHE_DIR``,
-else ``~/.cache/genai-edge-lab/jax``), so a second run of the same program loads its executables instead of
+else ``~/.cache/genai-edge-lab/jax``; ``$GENAI_EDGE_LAB_JAX_CACHE=off`` turns it off), so a second run of the same program loads its executables instead of
 compiling them. ``compile_counts()`` reports how many XLA compiles and persistent-cache hits this process has
 had so far (from ``jax.monitoring`` events), so runs can say how many compiles they did.
 """
@@ -55,9 +55,13 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "genai-edge-lab" / "jax"
 
 
-def use_persistent_cache(path: str | os.PathLike | None = None, min_compile_s: float = 0.5) -> Path:
+def use_persistent_cache(path: str | os.PathLike | None = None, min_compile_s: float = 0.5) -> Path | None:
     """Enable JAX's persistent compilation cache in ``path`` (default ``default_cache_dir()``) for every program
-    that took at least ``min_compile_s`` to compile; starts the compile count too. Returns the folder."""
+    that took at least ``min_compile_s`` to compile; starts the compile count too. Returns the folder, or None
+    when ``$GENAI_EDGE_LAB_JAX_CACHE`` is ``off`` (nothing written; every program compiled in the process)."""
+    if os.environ.get("GENAI_EDGE_LAB_JAX_CACHE", "").lower() == "off":
+        count_compiles()
+        return None
     folder = Path(path) if path is not None else default_cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(folder))

@@ -387,11 +387,11 @@ def book(params: EnvParams, srv: ServerState, sched: BatchSchedule, server, entr
         nxt, nsch, _ = admit_and_schedule(params, advance(params, sim, sch, d * t_slot))
         nxt, nsch = _where_server(waits, nxt, sim), _where_server(waits, nsch, sch)     # the others stay
         done_at = jnp.where(run & (nxt.status == FREE), k[:, None] * t_slot + comp, done_at)
-        k = k + d.astype(jnp.int32)
+        k = k + d                                     # slots as float32: an int32 count wraps past 2^31 slots
         admitted_at = jnp.where((sim.status == QUEUED) & (nxt.status == RUNNING), k[:, None], admitted_at)
         return nxt, nsch, k, admitted_at, done_at
 
-    init = (srv, sched, jnp.zeros((v,), jnp.int32), jnp.zeros((v, s), jnp.int32), jnp.full((v, s), jnp.inf))
+    init = (srv, sched, jnp.zeros((v,), jnp.float32), jnp.zeros((v, s), jnp.float32), jnp.full((v, s), jnp.inf))
     # without a server that can hold waiters (a static property of the config), nothing ever waits
     sim, sch, k, admitted_at, done_at = jax.lax.while_loop(waiting, jump, init) if params.may_queue else init
     e = jnp.minimum(entry, s - 1)

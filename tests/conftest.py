@@ -1,11 +1,12 @@
 import dataclasses
 import os
-import tempfile
 
 import pytest
 
-# the persistent compilation cache of the scripts under test goes to a folder of this test session, not ~/.cache
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="genai-edge-lab-jax-"))
+# no persistent compilation cache in the test process nor in the scripts it starts: the suite tests results, and a
+# cache in a fresh folder only served the scripts the tests start (it cost writing every executable out).
+os.environ["GENAI_EDGE_LAB_JAX_CACHE"] = "off"
+os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
 
 from jaxsim.config import EpisodeConfig, InferenceConfig, OracleConfig, SimConfig, TopologyConfig
 
@@ -20,6 +21,19 @@ def tiny_config(**kw) -> SimConfig:
 def pytest_collection_modifyitems(items):
     """Long tests first (stable otherwise): with pytest-xdist the other worker meanwhile runs the short ones."""
     items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_executables():
+    """Drop JAX's compiled executables after each test module. Each executable keeps memory mappings of its own,
+    and a worker that compiles a few thousand programs passes the kernel's map limit (vm.max_map_count, 65530 by
+    default); the next mmap then fails inside XLA and the worker dies with a segfault."""
+    yield
+    import gc
+
+    import jax
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture
