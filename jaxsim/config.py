@@ -172,6 +172,7 @@ class Hardware:
     eta_compute: float | None = bounded(None, 0.0, 1.0, lo_open=True, optional=True)
     eta_memory: float | None = bounded(None, 0.0, 1.0, lo_open=True, optional=True)
     eta_prefill: float | None = bounded(None, 0.0, 1.0, lo_open=True, optional=True)
+    eta_attention: float | None = bounded(None, 0.0, 1.0, lo_open=True, optional=True)
 
     def validate(self, p: str) -> None:
         check_name(f"{p}.name", self.name)
@@ -179,11 +180,14 @@ class Hardware:
 
 
 def _default_hardware() -> tuple[Hardware, ...]:
-    # NVLink 4 of H100 SXM: 900 GB/s both directions (NVIDIA H100 datasheet) -> 450 GB/s each way
+    # NVLink 4 of H100 SXM: 900 GB/s both directions (NVIDIA H100 datasheet) -> 450 GB/s each way.
+    # Efficiencies: those fitted for the same GPU in data/serving/catalog.toml (its rows ran FP8; no BF16 rows of
+    # these GPUs there); L4 has no data and takes [inference]'s.
     return (
-        Hardware("L40S", 362e12, 864e9, 48e9),
+        Hardware("L40S", 362e12, 864e9, 48e9, eta_compute=0.237, eta_memory=0.786, eta_prefill=0.527, eta_attention=0.895),
         Hardware("L4", 121e12, 300e9, 24e9),
-        Hardware("H100-SXM", 989e12, 3.35e12, 80e9, link_bw_bytes_s=450e9),
+        Hardware("H100-SXM", 989e12, 3.35e12, 80e9, link_bw_bytes_s=450e9,
+                 eta_compute=0.339, eta_memory=0.951, eta_prefill=0.545, eta_attention=0.974),
     )
 
 
@@ -281,16 +285,17 @@ def _default_actions() -> tuple[Action, ...]:
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    # efficiencies and the per-layer prefill overhead: fitted to published TensorRT-LLM serving measurements
-    # (scripts/validate_latency.py, fit half; docs/model.md "Validation against measured serving")
-    eta_compute: float = bounded(0.6, 0.0, 1.0, lo_open=True)        # decode matmuls: achieved fraction of peak FLOP/s
-    eta_memory: float = bounded(0.77, 0.0, 1.0, lo_open=True)        # achieved fraction of memory bandwidth
-    eta_prefill: float = bounded(0.6, 0.0, 1.0, lo_open=True)        # prefill: achieved fraction of peak FLOP/s
+    # efficiencies and per-layer costs: fitted to 631 published measured serving configurations of 10 sources
+    # (scripts/validate_latency.py --fit on data/serving; docs/model.md "Validation against measured serving");
+    # a GPU's own [[hardware]] eta_* take their place where it has them
+    eta_compute: float = bounded(0.322, 0.0, 1.0, lo_open=True)       # decode matmuls: achieved fraction of peak FLOP/s
+    eta_memory: float = bounded(0.907, 0.0, 1.0, lo_open=True)        # weight reads: achieved fraction of memory bandwidth
+    eta_prefill: float = bounded(0.578, 0.0, 1.0, lo_open=True)       # prefill: achieved fraction of peak FLOP/s
     # per-layer fixed costs (kernel launches, synchronisation): at most 1 ms a layer, far above any GPU's
-    prefill_overhead_s_per_layer: float = bounded(1.7e-4, 0.0, 1e-3)  # fixed first-token cost per layer, s
-    step_overhead_s_per_layer: float = bounded(0.0, 0.0, 1e-3)        # fixed cost per layer of a decode step, s
-    tp_sync_s_per_layer: float = bounded(0.0, 0.0, 1e-3)   # fixed synchronisation per layer of a TP > 1 pass, s
-    eta_attention: float = bounded(0.77, 0.0, 1.0, lo_open=True)      # decode attention: fraction of memory bandwidth
+    prefill_overhead_s_per_layer: float = bounded(0.000136, 0.0, 1e-3)  # fixed first-token cost per layer, s
+    step_overhead_s_per_layer: float = bounded(0.000115, 0.0, 1e-3)        # fixed cost per layer of a decode step, s
+    tp_sync_s_per_layer: float = bounded(5.1e-05, 0.0, 1e-3)   # fixed synchronisation per layer of a TP > 1 pass, s
+    eta_attention: float = bounded(0.886, 0.0, 1.0, lo_open=True)      # decode attention: fraction of memory bandwidth
     # what decode attention's read scales with: the KV heads' bytes ("kv") or, as if every query head had its own
     # KV ("query"; grouped-query models measured as slow as multi-head ones)
     attention_heads: str = one_of("kv", ("kv", "query"))

@@ -114,6 +114,7 @@ def server_terms(h: Hardware, m: LLMModel, n_gpus: int, inf: InferenceConfig) ->
     eta_c = inf.eta_compute if h.eta_compute is None else h.eta_compute
     eta_m = inf.eta_memory if h.eta_memory is None else h.eta_memory
     eta_p = inf.eta_prefill if h.eta_prefill is None else h.eta_prefill
+    eta_a = inf.eta_attention if h.eta_attention is None else h.eta_attention
     n, nl = 1.0 * n_gpus, 1.0 * m.n_layers          # plain arithmetic: numbers or NumPy columns alike
     heads = m.n_kv_heads if inf.attention_heads == "kv" else m.n_heads
     attn_bytes = 2.0 * nl * heads * m.head_dim * m.bytes_per_kv          # read per context token by decode attention
@@ -125,7 +126,7 @@ def server_terms(h: Hardware, m: LLMModel, n_gpus: int, inf: InferenceConfig) ->
         srv_bw=h.mem_bw_bytes_s * n * eta_m,                             # achieved weight-read bytes/s
         srv_n_params=1.0 * m.n_params,
         srv_weight_bytes=m.n_params * m.bytes_per_weight,
-        srv_kv_s_per_token=attn_bytes / (h.mem_bw_bytes_s * n * inf.eta_attention),   # attention, s per ctx token
+        srv_kv_s_per_token=attn_bytes / (h.mem_bw_bytes_s * n * eta_a),   # attention, s per ctx token
         srv_step_fixed_s=nl * inf.step_overhead_s_per_layer,             # fixed cost of a decode step, s
         srv_tp_fixed_s=(n > 1.0) * nl * (inf.tp_sync_s_per_layer + 2.0 * 2.0 * (n - 1.0) * h.link_latency_s),
         srv_comm_s_per_token=nl * 2.0 * ring * m.d_model * m.bytes_per_activation / h.link_bw_bytes_s,

@@ -21,10 +21,11 @@ token = the decode steps' mean.
 Errors: each metric's mean absolute relative error over its rows (batch-latency rows count as throughput rows:
 booked / measured throughput). Held out: each source in turn is left out, the efficiencies are refitted on the
 others (from the shipped values) and the left-out source's rows are booked with that fit; ``held_out_*`` pool
-those errors. The fit (``--fit``, and every left-one-out fit) is a coordinate search over the global
-efficiencies of ``[inference]`` and each catalog GPU's own ``eta_compute`` / ``eta_memory`` / ``eta_prefill``
-(GPUs whose rows span fewer than two models keep the global values), minimising the sum over metrics of the mean
-over sources of each source's error (every source weighs the same). Deterministic.
+those errors. Every fit (``--fit``, and each left-one-out fit) starts from the same data-free point (START) and
+fits the global efficiencies of ``[inference]`` and each catalog GPU's own ``eta_compute`` / ``eta_memory`` /
+``eta_prefill`` / ``eta_attention`` (GPUs whose rows span fewer than two models keep the global values) by
+gradient descent through the booking itself, minimising the sum over metrics of the mean absolute relative
+error over the rows. Deterministic.
 
 Writes <out>/latency_validation.csv (every row: measured, booked, error, and its held-out booking); the last
 line printed is one JSON object {"bench": "latency", "n": ..., "throughput_mape": ..., "ttft_mape": ...,
@@ -65,7 +66,7 @@ MEASURED = ("measured_tokens_per_s_per_gpu", "measured_batch_latency_ms", "measu
             "measured_ms_per_output_token")
 GLOBAL = ("eta_compute", "eta_memory", "eta_prefill", "eta_attention", "prefill_overhead_s_per_layer",
           "step_overhead_s_per_layer", "tp_sync_s_per_layer")
-PER_GPU = ("eta_compute", "eta_memory", "eta_prefill")
+PER_GPU = ("eta_compute", "eta_memory", "eta_prefill", "eta_attention")
 METRICS = ("throughput", "ttft", "tpot")
 
 
@@ -246,38 +247,70 @@ BOUNDS = {"eta_compute": (0.05, 1.0), "eta_memory": (0.05, 1.0), "eta_prefill": 
           "step_overhead_s_per_layer": (1e-9, 1e-3), "tp_sync_s_per_layer": (1e-9, 1e-3)}
 
 
-def loss(t: Table, err: dict, sel: np.ndarray) -> float:
-    """Sum over metrics of the mean over sources of each source's mean absolute error (rows ``sel``)."""
-    total = 0.0
-    for k in METRICS:
-        ok = sel & np.isfinite(err[k])
-        per = [np.mean(np.abs(err[k][ok & (t.source == s)])) for s in np.unique(t.source[ok])]
-        total += float(np.mean(per)) if per else 0.0
-    return total
+def fit(t: Table, start: dict, sel: np.ndarray, steps: int = 3000, lr: float = 0.03) -> dict:
+    """The efficiencies on rows ``sel``, from ``start``: the global ones and, jointly, each GPU's own for GPUs
+    whose rows there span at least two models (others keep the catalog's, else the global value). Minimises the
+    sum over metrics of the mean absolute relative error over the rows by projected Adam on the logarithms of the values, kept inside
+    BOUNDS, through the booking's own formulas (``jax.grad``); deterministic. The global eta_compute /
+    eta_memory / eta_prefill / eta_attention (what a GPU without data gets) are then the geometric means of the
+    GPUs' own."""
+    import optax
+    own = np.array([len(np.unique(t.model.n_params[sel & (t.gpu == gi)])) >= 2 for gi in range(len(t.gpus))])
+    f32 = lambda x: jnp.asarray(np.asarray(x, np.float64), jnp.float32)    # noqa: E731
+    hw = {k: f32(np.nan_to_num(v, nan=-1.0)) for k, v in t.hw.items()}
+    model = SimpleNamespace(**{k: f32(v) for k, v in vars(t.model).items()})
+    gpu, own_row = jnp.asarray(t.gpu), jnp.asarray(own[t.gpu])
+    meas = {k: f32(np.nan_to_num(t.measured[k], nan=1.0)) for k in METRICS}
+    w = {k: f32(sel & np.isfinite(t.measured[k])) for k in METRICS}
+    b, isl, osl, n = f32(t.batch), f32(t.isl), f32(t.osl), f32(t.n_gpus)
+    lo = {k: np.log(BOUNDS[k][0]) for k in BOUNDS}
+    hi = {k: np.log(BOUNDS[k][1]) for k in BOUNDS}
+    heads, pre_attn = start["attention_heads"], InferenceConfig().prefill_attention
 
+    def loss_fn(z):
+        inf = SimpleNamespace(**{k: jnp.exp(z["g"][k]) for k in GLOBAL}, attention_heads=heads)
+        cols = {k: jnp.where(own_row, jnp.exp(z["gpu"][k])[gpu],
+                             jnp.where(hw[k] > 0, hw[k], jnp.exp(z["g"][k]))) for k in PER_GPU}
+        terms = server_terms(SimpleNamespace(**{**hw, **cols}), model, n, inf)
+        p = inference.ServingParams(n_servers=len(t.rows), max_seqs=1, prefill_stall=False,
+                                    bg_context=jnp.float32(0.0), prefill_attention=jnp.float32(pre_attn), **terms)
+        booked = _booked(p, b, isl, osl, n)
+        total = 0.0
+        for k in METRICS:
+            e = jnp.abs(booked[k] / meas[k] - 1.0) * w[k]
+            total = total + jnp.sum(e) / jnp.maximum(jnp.sum(w[k]), 1.0)
+        return total
 
-def fit(t: Table, start: dict, sel: np.ndarray, rounds: int = 6, grid: int = 13) -> dict:
-    """Coordinate search from ``start`` on rows ``sel``: the global efficiencies, then each GPU's own whose
-    rows there span at least two models, over a multiplicative grid narrowing every round."""
-    eff = dict(start)
-    names = list(GLOBAL)
-    for gi, g in enumerate(t.gpus):
-        if len(np.unique(t.model.n_params[sel & (t.gpu == gi)])) >= 2:
-            for k in PER_GPU:
-                eff.setdefault(f"{g}.{k}", eff[k])
-                names.append(f"{g}.{k}")
-    best = loss(t, errors(t, book(t, eff)), sel)
-    span = 2.0
-    for _ in range(rounds):
-        for k in names:
-            lo, hi = BOUNDS[k.split(".")[-1]]
-            for f in np.geomspace(1 / span, span, grid):
-                cand = dict(eff, **{k: float(np.clip(eff[k] * f, lo, hi))})
-                v = loss(t, errors(t, book(t, cand)), sel)
-                if v < best - 1e-12:
-                    best, eff = v, cand
-        span = span ** 0.6
+    def clip(z):
+        return {"g": {k: jnp.clip(v, lo[k], hi[k]) for k, v in z["g"].items()},
+                "gpu": {k: jnp.clip(v, lo[k], hi[k]) for k, v in z["gpu"].items()}}
+    z = clip({"g": {k: jnp.float32(np.log(start[k])) for k in GLOBAL},
+              "gpu": {k: f32(np.log([start.get(f"{g}.{k}", start[k]) for g in t.gpus])) for k in PER_GPU}})
+    opt = optax.adam(lr)
+
+    @jax.jit
+    def run(z):
+        def step(_, c):
+            z, s = c
+            g = jax.grad(loss_fn)(z)
+            u, s = opt.update(g, s, z)
+            return clip(optax.apply_updates(z, u)), s
+        return jax.lax.fori_loop(0, steps, step, (z, opt.init(z)))[0]
+    z = run(z)
+    eff = {k: float(np.exp(z["g"][k])) for k in GLOBAL} | {"attention_heads": heads}
+    for k in PER_GPU:
+        vals = np.exp(np.asarray(z["gpu"][k], np.float64))
+        for gi, g in enumerate(t.gpus):
+            if own[gi]:
+                eff[f"{g}.{k}"] = float(vals[gi])
+        if own.any():
+            eff[k] = float(np.exp(np.mean(np.log(vals[own]))))
     return eff
+
+
+# where every fit starts (the shipped defaults' fit and each left-one-out fit alike): no data in it
+START = {"eta_compute": 0.5, "eta_memory": 0.5, "eta_prefill": 0.5, "eta_attention": 0.5,
+         "prefill_overhead_s_per_layer": 1e-5, "step_overhead_s_per_layer": 1e-5, "tp_sync_s_per_layer": 1e-5}
 
 
 def shipped(hardware: dict) -> dict:
@@ -302,7 +335,8 @@ def summary(t: Table, err: dict, prefix: str = "") -> dict:
 
 
 def held_out(t: Table, start: dict) -> tuple[dict, list]:
-    """Leave each source out in turn: fit on the others from ``start``, book the left-out rows with that fit."""
+    """Leave each source out in turn: fit on the others from ``start`` (:data:`START`, with the attention form
+    of the run), book the left-out rows with that fit."""
     booked = {k: np.full(len(t.rows), np.nan) for k in METRICS}
     fits = []
     for s in sorted(set(t.source)):
@@ -344,12 +378,12 @@ def main(argv=None) -> dict:
            "sources": sorted(set(t.source)), "attention_heads": eff["attention_heads"]}
     ho = None
     if len(set(t.source)) >= 2 and not args.no_held_out:
-        ho, fits = held_out(t, eff)
+        ho, fits = held_out(t, {**START, "attention_heads": eff["attention_heads"]})
         out.update(summary(t, errors(t, ho), "held_out_"))
         out["held_out_per_source"] = {s: summary(t, {k: np.where(t.source == s, v, np.nan)
                                                      for k, v in errors(t, ho).items()}) for s, _ in fits}
     if args.fit:
-        fitted = fit(t, eff, np.ones(len(rows), bool))
+        fitted = fit(t, {**START, "attention_heads": eff["attention_heads"]}, np.ones(len(rows), bool))
         out["fitted"] = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in fitted.items()}
         out["fitted"].update(summary(t, errors(t, book(t, fitted)), "fit_"))
     header = ["metric", *KEYS, "measured", "booked", "rel_error", "held_out_booked", "held_out_rel_error"]
