@@ -6,9 +6,11 @@ decode step advances every running sequence by one token; it runs the weight
 matmuls and then attention over the batch's KV cache, one operator after the
 other (a per-operator roofline):
 
-  t_step(b, C) = max(2 N b / F_eff, N bytes_w / BW_eff) + C kv_bytes / BW_eff
+  t_step(b, C) = T_fixed + max(2 N b / F_eff, N bytes_w / BW_eff) + b c_ar + C kv_s
 
-for b running sequences (ours + background) holding C context tokens in all.
+for b running sequences (ours + background) holding C context tokens in all: fixed per-layer
+costs (and a tensor-parallel sync), the weight matmuls, tensor-parallel all-reduces per token
+and attention per context token (:func:`jaxsim.params.server_terms` derives each term).
 Each of our sequences' context grows by one token a step; background sequences
 are a stationary population at ``bg_context`` tokens each. Within a slot the
 remaining token counts are sorted; between two completions b is fixed and C
@@ -19,8 +21,8 @@ running sequences stay below min(b_max - background, S); the rest wait; newcomer
 join the batch after the step in progress. A task
 arriving at a server whose S entries are all taken is refused.
 
-Prefill (first-token latency) of a prompt of L tokens: a fixed overhead per layer
-plus max(FLOPs / F_prefill, N bytes_w / BW_eff), FLOPs = 2 N L + 2 n_layer L^2
+Prefill (first-token latency) of a prompt of L tokens: a fixed overhead per layer (and the
+tensor-parallel sync and all-reduces) plus max(FLOPs / F_prefill, N bytes_w / BW_eff), FLOPs = 2 N L + 2 n_layer L^2
 d_model (the attention term), with a prefill efficiency of its own.
 
 Progress carries exactly across slots: remaining counts stay whole tokens, and the
