@@ -208,7 +208,7 @@ def test_roofline_decode_step_regimes():
     em = l40s.eta_memory or inf.eta_memory
     ep = l40s.eta_prefill or inf.eta_prefill
     ec8 = h100.eta_compute or inf.eta_compute
-    ea = inf.eta_attention
+    ea = l40s.eta_attention or inf.eta_attention
     attn = (lambda m: 2 * m.n_layers * (m.n_kv_heads if inf.attention_heads == "kv" else m.d_model // m.head_dim)
             * m.head_dim * 2)                               # bytes read per context token
     m3, m70 = cfg.model("llama-3.2-3b"), cfg.model("llama-3.1-70b")

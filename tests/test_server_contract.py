@@ -339,7 +339,7 @@ def _check_contract(cfgs, seed):
             if abs(x - round(x)) < 1e-3:                  # on a slot boundary: float32 decides either way
                 continue
             want = _expect_slot(booked[i, u], slot)
-            if want >= N_SLOTS - 1:
+            if want >= N_SLOTS:                           # the last check sees the state after N_SLOTS - 1 carries
                 assert freed[i, u] < 0, f"config {i}, task {u}: freed in slot {freed[i, u]}, booked in slot {want}"
                 n_later += 1
                 continue
@@ -357,8 +357,9 @@ def test_contract_on_random_configs(g):
     rng = np.random.default_rng(100 + g)
     group = fuzz_configs.GROUPS[g]
     users = group["topology"]["n_cells"] * group["topology"]["users_per_cell"]
-    # the small group's draws (long prompts prefilled before decoding, 8 entries) book long delays: longer slots
-    slots = (5e-3, 5.0) if users >= 8 else (0.05, 600.0)
+    # the small group's draws (long prompts prefilled before decoding, 8 entries) book long delays: longer slots;
+    # the others reach up to 50 s slots so that enough tasks of many-GPU servers (fixed per-layer TP costs) finish
+    slots = (5e-3, 50.0) if users >= 8 else (0.05, 600.0)
     n_checked, _ = _check_contract(_random_contract_configs(rng, group, max(8, 96 // users), slots), seed=g)
     assert n_checked >= 10
 
