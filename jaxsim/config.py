@@ -159,11 +159,20 @@ class TrafficConfig:
 
 @dataclass(frozen=True)
 class Hardware:
-    """One accelerator: dense peak rate, memory bandwidth and memory (datasheets)."""
+    """One accelerator: dense peak rate, memory bandwidth and memory (datasheets); the interconnect its
+    tensor-parallel all-reduces run over (per-GPU bandwidth in one direction, per-hop latency); and, where
+    measured serving data exist for it, its own achieved efficiencies (absent: ``[inference]``'s)."""
     name: str
     peak_flops: float = bounded(dataclasses.MISSING, 0.0, 1e18, lo_open=True)       # FLOP/s, dense FP16/BF16
     mem_bw_bytes_s: float = bounded(dataclasses.MISSING, 0.0, 1e15, lo_open=True)   # bytes/s
     mem_bytes: float = bounded(dataclasses.MISSING, 0.0, 1e15, lo_open=True)        # bytes
+    # default: PCIe Gen4 x16, 64 GB/s both directions together (NVIDIA L40S / L4 datasheets) -> 32 GB/s each way
+    link_bw_bytes_s: float = bounded(32e9, 1e8, 1e13)                               # bytes/s per GPU, one direction
+    link_latency_s: float = bounded(1e-6, 0.0, 1e-4)                                # per ring hop, s
+    eta_compute: float | None = bounded(None, 0.0, 1.0, lo_open=True, optional=True)
+    eta_memory: float | None = bounded(None, 0.0, 1.0, lo_open=True, optional=True)
+    eta_prefill: float | None = bounded(None, 0.0, 1.0, lo_open=True, optional=True)
+    eta_attention: float | None = bounded(None, 0.0, 1.0, lo_open=True, optional=True)
 
     def validate(self, p: str) -> None:
         check_name(f"{p}.name", self.name)
@@ -171,10 +180,14 @@ class Hardware:
 
 
 def _default_hardware() -> tuple[Hardware, ...]:
+    # NVLink 4 of H100 SXM: 900 GB/s both directions (NVIDIA H100 datasheet) -> 450 GB/s each way.
+    # Efficiencies: those fitted for the same GPU in data/serving/catalog.toml (its rows ran FP8; no BF16 rows of
+    # these GPUs there); L4 has no data and takes [inference]'s.
     return (
-        Hardware("L40S", 362e12, 864e9, 48e9),
+        Hardware("L40S", 362e12, 864e9, 48e9, eta_compute=0.237, eta_memory=0.786, eta_prefill=0.527, eta_attention=0.895),
         Hardware("L4", 121e12, 300e9, 24e9),
-        Hardware("H100-SXM", 989e12, 3.35e12, 80e9),
+        Hardware("H100-SXM", 989e12, 3.35e12, 80e9, link_bw_bytes_s=450e9,
+                 eta_compute=0.339, eta_memory=0.951, eta_prefill=0.545, eta_attention=0.974),
     )
 
 
@@ -189,11 +202,18 @@ class LLMModel:
     d_model: int = bounded(dataclasses.MISSING, 1, 1 << 17, integer=True)
     bytes_per_weight: float = bounded(2.0, 0.125, 8.0)     # FP16 / BF16
     bytes_per_kv: float = bounded(2.0, 0.125, 8.0)
+    bytes_per_activation: float = bounded(2.0, 0.125, 8.0)   # what a tensor-parallel all-reduce moves per value
     quality: dict[str, float] = field(default_factory=dict)   # task type -> [0, 1]
 
     @property
     def kv_bytes_per_token(self) -> float:
+        """KV cache held per context token (keys and values of every KV head of every layer), bytes."""
         return 2 * self.n_layers * self.n_kv_heads * self.head_dim * self.bytes_per_kv
+
+    @property
+    def n_heads(self) -> int:
+        """Query heads (d_model / head_dim: every model of the catalog has d_model = heads x head_dim)."""
+        return max(1, round(self.d_model / self.head_dim))
 
     def validate(self, p: str, type_names: list[str]) -> None:
         check_name(f"{p}.name", self.name)
@@ -240,7 +260,7 @@ class Action:
     model: str
     site: str = one_of(dataclasses.MISSING, SITES)
     hardware: str = dataclasses.field(default=dataclasses.MISSING)
-    n_gpus: int = bounded(1, 1, 1024, integer=True)
+    n_gpus: int = bounded(1, 1, 72, integer=True)     # one tensor-parallel group: at most one NVLink domain (72)
     bg_max_seqs: int = bounded(0, 0, 1_000_000, integer=True)
     bg_step_seqs: int = bounded(0, 0, 1_000_000, integer=True)
 
@@ -265,12 +285,20 @@ def _default_actions() -> tuple[Action, ...]:
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    # efficiencies and the per-layer prefill overhead: fitted to published TensorRT-LLM serving measurements
-    # (scripts/validate_latency.py, fit half; docs/model.md "Validation against measured serving")
-    eta_compute: float = bounded(0.6, 0.0, 1.0, lo_open=True)        # decode matmuls: achieved fraction of peak FLOP/s
-    eta_memory: float = bounded(0.77, 0.0, 1.0, lo_open=True)        # achieved fraction of memory bandwidth
-    eta_prefill: float = bounded(0.6, 0.0, 1.0, lo_open=True)        # prefill: achieved fraction of peak FLOP/s
-    prefill_overhead_s_per_layer: float = bounded(1.7e-4, 0.0, 1.0)  # fixed first-token cost per layer, s
+    # efficiencies and per-layer costs: fitted to 631 published measured serving configurations of 10 sources
+    # (scripts/validate_latency.py --fit on data/serving; docs/model.md "Validation against measured serving");
+    # a GPU's own [[hardware]] eta_* take their place where it has them
+    eta_compute: float = bounded(0.322, 0.0, 1.0, lo_open=True)       # decode matmuls: achieved fraction of peak FLOP/s
+    eta_memory: float = bounded(0.907, 0.0, 1.0, lo_open=True)        # weight reads: achieved fraction of memory bandwidth
+    eta_prefill: float = bounded(0.578, 0.0, 1.0, lo_open=True)       # prefill: achieved fraction of peak FLOP/s
+    # per-layer fixed costs (kernel launches, synchronisation): at most 1 ms a layer, far above any GPU's
+    prefill_overhead_s_per_layer: float = bounded(0.000136, 0.0, 1e-3)  # fixed first-token cost per layer, s
+    step_overhead_s_per_layer: float = bounded(0.000115, 0.0, 1e-3)        # fixed cost per layer of a decode step, s
+    tp_sync_s_per_layer: float = bounded(5.1e-05, 0.0, 1e-3)   # fixed synchronisation per layer of a TP > 1 pass, s
+    eta_attention: float = bounded(0.886, 0.0, 1.0, lo_open=True)      # decode attention: fraction of memory bandwidth
+    # what decode attention's read scales with: the KV heads' bytes ("kv") or, as if every query head had its own
+    # KV ("query"; grouped-query models measured as slow as multi-head ones)
+    attention_heads: str = one_of("kv", ("kv", "query"))
     kv_reserve_tokens: int = bounded(1024, 1, 10_000_000, integer=True)    # KV tokens reserved per sequence (b_max)
     bg_context_tokens: int = bounded(1024, 0, 10_000_000, integer=True)    # mean context of a background sequence
     max_server_seqs: int = bounded(128, 1, 65_536, integer=True)   # own sequences a server tracks; more are refused

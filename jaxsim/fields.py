@@ -35,14 +35,18 @@ class Range:
     hi_open: bool = False
     integer: bool = False
     allow_inf: bool = False
+    optional: bool = False      # None (absent from the TOML) allowed: a default taken from elsewhere
 
     def describe(self) -> str:
         lo = "-inf" if self.lo is None else f"{self.lo:g}"
         hi = "inf" if self.hi is None else f"{self.hi:g}"
         kind = "an integer in " if self.integer else ""
-        return f"{kind}{'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open or self.hi is None else ']'}"
+        absent = " or absent" if self.optional else ""
+        return f"{kind}{'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open or self.hi is None else ']'}{absent}"
 
     def check(self, path: str, value: Any) -> None:
+        if value is None and self.optional:
+            return
         ok_type = isinstance(value, (int, np.integer)) if self.integer else isinstance(value, (int, float, np.number))
         if isinstance(value, (bool, np.bool_)) or not ok_type:
             raise ConfigError(f"{path} = {value!r}: must be {'an integer' if self.integer else 'a number'}, "
@@ -57,7 +61,10 @@ class Range:
             raise ConfigError(f"{path} = {value!r} is out of range: allowed {self.describe()}")
 
     def sample(self, rng: np.random.Generator, lo: float | None = None, hi: float | None = None):
-        """A random allowed value (log-uniform over ranges spanning more than a decade from > 0)."""
+        """A random allowed value (log-uniform over ranges spanning more than a decade from > 0); None half the
+        time when the field is optional."""
+        if self.optional and rng.integers(2):
+            return None
         a = self.lo if lo is None else lo
         b = self.hi if hi is None else hi
         a = -1e3 if a is None else a

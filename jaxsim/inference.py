@@ -6,9 +6,11 @@ decode step advances every running sequence by one token; it runs the weight
 matmuls and then attention over the batch's KV cache, one operator after the
 other (a per-operator roofline):
 
-  t_step(b, C) = max(2 N b / F_eff, N bytes_w / BW_eff) + C kv_bytes / BW_eff
+  t_step(b, C) = T_fixed + max(2 N b / F_eff, N bytes_w / BW_eff) + b c_ar + C kv_s
 
-for b running sequences (ours + background) holding C context tokens in all.
+for b running sequences (ours + background) holding C context tokens in all: fixed per-layer
+costs (and a tensor-parallel sync), the weight matmuls, tensor-parallel all-reduces per token
+and attention per context token (:func:`jaxsim.params.server_terms` derives each term).
 Each of our sequences' context grows by one token a step; background sequences
 are a stationary population at ``bg_context`` tokens each. Within a slot the
 remaining token counts are sorted; between two completions b is fixed and C
@@ -19,8 +21,8 @@ running sequences stay below min(b_max - background, S); the rest wait; newcomer
 join the batch after the step in progress. A task
 arriving at a server whose S entries are all taken is refused.
 
-Prefill (first-token latency) of a prompt of L tokens: a fixed overhead per layer
-plus max(FLOPs / F_prefill, N bytes_w / BW_eff), FLOPs = 2 N L + 2 n_layer L^2
+Prefill (first-token latency) of a prompt of L tokens: a fixed overhead per layer (and the
+tensor-parallel sync and all-reduces) plus max(FLOPs / F_prefill, N bytes_w / BW_eff), FLOPs = 2 N L + 2 n_layer L^2
 d_model (the attention term), with a prefill efficiency of its own.
 
 Progress carries exactly across slots: remaining counts stay whole tokens, and the
@@ -44,7 +46,8 @@ import jax.numpy as jnp
 from flax import struct
 
 from . import prng, sorting
-from .params import EnvParams
+from .config import InferenceConfig
+from .params import EnvParams, server_arrays
 
 FREE, RUNNING, QUEUED = 0, 1, 2
 REM_CAP = (1 << 23) - 1       # whole remaining tokens sort below this (task output tokens are validated <= 8e6)
@@ -77,17 +80,20 @@ def _server_take(server):
 
 
 def step_base_s(params: EnvParams, b, server=None):
-    """The weight matmuls of one decode step with b sequences: max(2 N b / F_eff, N bytes_w / BW_eff), s, on
-    every server ([V], b broadcast against it) or on ``server`` (an index array; b broadcast against it)."""
+    """The part of one decode step with b sequences that does not grow with context, s: the fixed cost per step
+    (per-layer overhead, tensor-parallel synchronisation), the weight matmuls max(2 N b / F_eff, N bytes_w / BW_eff)
+    and the all-reduces of b tokens' activations; on every server ([V], b broadcast against it) or on ``server``
+    (an index array; b broadcast against it)."""
     take = _server_take(server)
-    return jnp.maximum(2.0 * take(params.srv_n_params) * b / take(params.srv_flops),
-                       take(params.srv_weight_bytes) / take(params.srv_bw))
+    return (take(params.srv_step_fixed_s) + take(params.srv_tp_fixed_s)
+            + jnp.maximum(2.0 * take(params.srv_n_params) * b / take(params.srv_flops),
+                          take(params.srv_weight_bytes) / take(params.srv_bw))
+            + b * take(params.srv_comm_s_per_token))
 
 
 def kv_read_s_per_token(params: EnvParams, server=None):
-    """Attention's KV-cache read per context token of the batch, kv_bytes / BW_eff, s."""
-    take = _server_take(server)
-    return take(params.srv_kv_bytes) / take(params.srv_bw)
+    """Decode attention's time per context token of the batch (its KV read at attention's own efficiency), s."""
+    return _server_take(server)(params.srv_kv_s_per_token)
 
 
 def decode_step_s(params: EnvParams, b, ctx_mean, server=None):
@@ -121,12 +127,15 @@ def steps_within_s(base_s, kv_s, ctx_total, grow, t_s):
 
 
 def prefill_s(params: EnvParams, server, prompt_tokens, n_prompts=1.0):
-    """First-token time of ``n_prompts`` prompts of L tokens prefilled together on `server`, s:
-    overhead + max(n (2 N L + 2 n_layer L^2 d_model) / F_prefill, N bytes_w / BW_eff)."""
+    """First-token time of ``n_prompts`` prompts of L tokens prefilled together on `server`, s: overhead +
+    tensor-parallel synchronisation + max(n (2 N L + 2 n_layer L^2 d_model) / F_prefill, N bytes_w / BW_eff)
+    + the all-reduces of the n L tokens' activations."""
     n, nl, dm = params.srv_n_params[server], params.srv_n_layers[server], params.srv_d_model[server]
     flops = n_prompts * (2.0 * n * prompt_tokens + params.prefill_attention * 2.0 * nl * prompt_tokens ** 2 * dm)
-    return params.srv_prefill_overhead_s[server] + jnp.maximum(flops / params.srv_prefill_flops[server],
-                                                               params.srv_weight_bytes[server] / params.srv_bw[server])
+    return (params.srv_prefill_overhead_s[server] + params.srv_tp_fixed_s[server]
+            + jnp.maximum(flops / params.srv_prefill_flops[server],
+                          params.srv_weight_bytes[server] / params.srv_bw[server])
+            + n_prompts * prompt_tokens * params.srv_comm_s_per_token[server])
 
 
 @struct.dataclass
@@ -143,28 +152,22 @@ class ServingParams:
     srv_bw: jnp.ndarray
     srv_n_params: jnp.ndarray
     srv_weight_bytes: jnp.ndarray
-    srv_kv_bytes: jnp.ndarray
+    srv_kv_s_per_token: jnp.ndarray
+    srv_step_fixed_s: jnp.ndarray
+    srv_tp_fixed_s: jnp.ndarray
+    srv_comm_s_per_token: jnp.ndarray
     srv_n_layers: jnp.ndarray
     srv_d_model: jnp.ndarray
     bg_context: jnp.ndarray
     prefill_attention: jnp.ndarray
 
 
-def serving_params(peak_flops, mem_bw_bytes_s, n_params, n_layers, n_kv_heads, head_dim, d_model, bytes_per_value,
-                   n_gpus, eff, max_seqs: int = 1) -> ServingParams:
-    """Servers from datasheet and model-shape arrays ([V] each; ``bytes_per_value`` for weights and KV alike)
-    and efficiencies ``eff`` (eta_compute, eta_memory, eta_prefill, prefill_overhead_s_per_layer: floats or
-    traced scalars), derived as :func:`jaxsim.params.make_params` derives a scenario's servers."""
-    f32 = lambda x: jnp.asarray(x, jnp.float32)   # noqa: E731
-    peak, tp, nl = f32(peak_flops) * f32(n_gpus), f32(n_gpus), f32(n_layers)
-    return ServingParams(
-        n_servers=int(jnp.shape(peak)[0]), max_seqs=max_seqs, prefill_stall=False,
-        srv_flops=peak * eff["eta_compute"], srv_prefill_flops=peak * eff["eta_prefill"],
-        srv_prefill_overhead_s=nl * eff["prefill_overhead_s_per_layer"],
-        srv_bw=f32(mem_bw_bytes_s) * tp * eff["eta_memory"],
-        srv_n_params=f32(n_params), srv_weight_bytes=f32(n_params) * f32(bytes_per_value),
-        srv_kv_bytes=2.0 * nl * f32(n_kv_heads) * f32(head_dim) * f32(bytes_per_value),
-        srv_n_layers=nl, srv_d_model=f32(d_model), bg_context=jnp.float32(0.0), prefill_attention=jnp.float32(1.0))
+def serving_params(servers, inf: InferenceConfig, max_seqs: int = 1) -> ServingParams:
+    """Servers outside a scenario: one per (hardware, model, n_gpus) of ``servers``, derived by
+    :func:`jaxsim.params.server_arrays` exactly as a scenario's servers are; no background."""
+    return ServingParams(n_servers=len(servers), max_seqs=max_seqs, prefill_stall=False,
+                         bg_context=jnp.float32(0.0), prefill_attention=jnp.float32(1.0 if inf.prefill_attention else 0.0),
+                         **server_arrays(servers, inf))
 
 
 def bg_walk(key, params: EnvParams, bg_seqs):

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from .config import SimConfig
+from .config import Hardware, InferenceConfig, LLMModel, SimConfig
 
 
 @struct.dataclass
@@ -71,15 +71,19 @@ class EnvParams:
     quality: jnp.ndarray            # [A, T]
     act_is_edge: jnp.ndarray        # [A] bool
     act_server_base: jnp.ndarray    # [A] int: server = base + is_edge * cell
-    srv_flops: jnp.ndarray          # [V] achieved decode FLOP/s (peak x eta_c x gpus)
-    srv_prefill_flops: jnp.ndarray  # [V] achieved prefill FLOP/s (peak x eta_prefill x gpus)
-    srv_prefill_overhead_s: jnp.ndarray  # [V] fixed first-token cost (n_layers x per-layer overhead), s
-    srv_bw: jnp.ndarray             # [V] achieved bytes/s
-    srv_n_params: jnp.ndarray       # [V]
-    srv_weight_bytes: jnp.ndarray   # [V]
-    srv_kv_bytes: jnp.ndarray       # [V] KV bytes per token
-    srv_n_layers: jnp.ndarray       # [V]
-    srv_d_model: jnp.ndarray        # [V]
+    # the server terms of server_terms() below, [V] each
+    srv_flops: jnp.ndarray
+    srv_prefill_flops: jnp.ndarray
+    srv_prefill_overhead_s: jnp.ndarray
+    srv_bw: jnp.ndarray
+    srv_n_params: jnp.ndarray
+    srv_weight_bytes: jnp.ndarray
+    srv_kv_s_per_token: jnp.ndarray
+    srv_step_fixed_s: jnp.ndarray
+    srv_tp_fixed_s: jnp.ndarray
+    srv_comm_s_per_token: jnp.ndarray
+    srv_n_layers: jnp.ndarray
+    srv_d_model: jnp.ndarray
     srv_b_max: jnp.ndarray          # [V] int
     srv_bg_max: jnp.ndarray         # [V] int
     srv_bg_step: jnp.ndarray        # [V] int
@@ -95,6 +99,44 @@ class EnvParams:
     @property
     def n_users(self) -> int:
         return self.n_cells * self.users_per_cell
+
+
+def server_terms(h: Hardware, m: LLMModel, n_gpus: int, inf: InferenceConfig) -> dict[str, float]:
+    """The numbers the server formulas of :mod:`jaxsim.inference` read, for ``m`` on ``n_gpus`` x ``h``.
+
+    Tensor parallelism (Megatron style) splits weights, KV cache and compute over the n GPUs, so rates and
+    bandwidths add up; each layer of a pass (a decode step, a prefill) pays two all-reduces of its tokens'
+    activations, as a ring: 2 (n-1)/n x tokens x d_model x bytes / link bandwidth, plus 2 (n-1) hops of link
+    latency and a fixed synchronisation per layer. n = 1 has no communication at all. The hardware's own
+    efficiencies stand in for ``[inference]``'s where it has them. ``h``, ``m`` and ``n_gpus`` may equally hold
+    NumPy columns of many servers (``n_heads`` an attribute of ``m``, the efficiencies resolved).
+    """
+    eta_c = inf.eta_compute if h.eta_compute is None else h.eta_compute
+    eta_m = inf.eta_memory if h.eta_memory is None else h.eta_memory
+    eta_p = inf.eta_prefill if h.eta_prefill is None else h.eta_prefill
+    eta_a = inf.eta_attention if h.eta_attention is None else h.eta_attention
+    n, nl = 1.0 * n_gpus, 1.0 * m.n_layers          # plain arithmetic: numbers or NumPy columns alike
+    heads = m.n_kv_heads if inf.attention_heads == "kv" else m.n_heads
+    attn_bytes = 2.0 * nl * heads * m.head_dim * m.bytes_per_kv          # read per context token by decode attention
+    ring = 2.0 * (n - 1.0) / n
+    return dict(
+        srv_flops=h.peak_flops * n * eta_c,                              # achieved decode FLOP/s
+        srv_prefill_flops=h.peak_flops * n * eta_p,                      # achieved prefill FLOP/s
+        srv_prefill_overhead_s=nl * inf.prefill_overhead_s_per_layer,    # fixed first-token cost, s
+        srv_bw=h.mem_bw_bytes_s * n * eta_m,                             # achieved weight-read bytes/s
+        srv_n_params=1.0 * m.n_params,
+        srv_weight_bytes=m.n_params * m.bytes_per_weight,
+        srv_kv_s_per_token=attn_bytes / (h.mem_bw_bytes_s * n * eta_a),   # attention, s per ctx token
+        srv_step_fixed_s=nl * inf.step_overhead_s_per_layer,             # fixed cost of a decode step, s
+        srv_tp_fixed_s=(n > 1.0) * nl * (inf.tp_sync_s_per_layer + 2.0 * 2.0 * (n - 1.0) * h.link_latency_s),
+        srv_comm_s_per_token=nl * 2.0 * ring * m.d_model * m.bytes_per_activation / h.link_bw_bytes_s,
+        srv_n_layers=nl, srv_d_model=1.0 * m.d_model)
+
+
+def server_arrays(servers, inf: InferenceConfig) -> dict[str, jnp.ndarray]:
+    """:func:`server_terms` of each (hardware, model, n_gpus) of ``servers``, stacked into [V] float32 arrays."""
+    terms = [server_terms(h, m, n, inf) for h, m, n in servers]
+    return {k: jnp.asarray(np.array([d[k] for d in terms], np.float32)) for k in terms[0]}
 
 
 def hex_sites(n: int, isd_m: float) -> np.ndarray:
@@ -137,9 +179,6 @@ def make_params(cfg: SimConfig) -> EnvParams:
             base.append(len(edge) * top.n_cells + c_i)
             c_i += 1
 
-    def srv(fn):
-        return f32([fn(a, cfg.model(a.model), cfg.hw(a.hardware)) for a in servers])
-
     return EnvParams(
         n_cells=top.n_cells, users_per_cell=top.users_per_cell, n_rb=rad.resource_blocks,
         n_actions=len(cfg.actions), n_types=len(tts), n_servers=len(servers),
@@ -170,15 +209,7 @@ def make_params(cfg: SimConfig) -> EnvParams:
         quality=f32([[cfg.model(a.model).quality[t.name] for t in tts] for a in cfg.actions]),
         act_is_edge=jnp.asarray([a.site == "edge" for a in cfg.actions]),
         act_server_base=jnp.asarray(base, jnp.int32),
-        srv_flops=srv(lambda a, m, h: h.peak_flops * a.n_gpus * inf.eta_compute),
-        srv_prefill_flops=srv(lambda a, m, h: h.peak_flops * a.n_gpus * inf.eta_prefill),
-        srv_prefill_overhead_s=srv(lambda a, m, h: m.n_layers * inf.prefill_overhead_s_per_layer),
-        srv_bw=srv(lambda a, m, h: h.mem_bw_bytes_s * a.n_gpus * inf.eta_memory),
-        srv_n_params=srv(lambda a, m, h: m.n_params),
-        srv_weight_bytes=srv(lambda a, m, h: m.n_params * m.bytes_per_weight),
-        srv_kv_bytes=srv(lambda a, m, h: m.kv_bytes_per_token),
-        srv_n_layers=srv(lambda a, m, h: m.n_layers),
-        srv_d_model=srv(lambda a, m, h: m.d_model),
+        **server_arrays([(cfg.hw(a.hardware), cfg.model(a.model), a.n_gpus) for a in servers], inf),
         srv_b_max=jnp.asarray([cfg.b_max(a) for a in servers], jnp.int32),
         srv_bg_max=jnp.asarray([a.bg_max_seqs for a in servers], jnp.int32),
         srv_bg_step=jnp.asarray([a.bg_step_seqs for a in servers], jnp.int32),

@@ -123,19 +123,22 @@ def transfer_time(bits, n_rb, rate):
 
 # ---------------------------------------------------------------- servers
 def step_base(p: EnvParams, v, b):
-    """Weight matmuls of one decode step of server v with b sequences, s."""
-    return np.maximum(2 * p.srv_n_params[v] * b / p.srv_flops[v], p.srv_weight_bytes[v] / p.srv_bw[v])
+    """One decode step of server v with b sequences without its attention, s: fixed costs (per-layer overhead,
+    tensor-parallel sync), weight matmuls, all-reduces of b tokens."""
+    matmuls = np.maximum(2 * p.srv_n_params[v] * b / p.srv_flops[v], p.srv_weight_bytes[v] / p.srv_bw[v])
+    return p.srv_step_fixed_s[v] + p.srv_tp_fixed_s[v] + matmuls + b * p.srv_comm_s_per_token[v]
 
 
 def step_time(p: EnvParams, v, b, ctx_total):
     """Roofline decode step of server v with b sequences holding ctx_total context tokens, s."""
-    return step_base(p, v, b) + ctx_total * p.srv_kv_bytes[v] / p.srv_bw[v]
+    return step_base(p, v, b) + ctx_total * p.srv_kv_s_per_token[v]
 
 
 def prefill_time(p: EnvParams, v, prompt):
     """First-token time of a prompt on server v (v and prompt broadcast), s."""
     flops = 2 * p.srv_n_params[v] * prompt + p.prefill_attention * 2 * p.srv_n_layers[v] * prompt ** 2 * p.srv_d_model[v]
-    return p.srv_prefill_overhead_s[v] + np.maximum(flops / p.srv_prefill_flops[v], p.srv_weight_bytes[v] / p.srv_bw[v])
+    return (p.srv_prefill_overhead_s[v] + p.srv_tp_fixed_s[v] + prompt * p.srv_comm_s_per_token[v]
+            + np.maximum(flops / p.srv_prefill_flops[v], p.srv_weight_bytes[v] / p.srv_bw[v]))
 
 
 def server_slot(p: EnvParams, v, rem, ctx, run, bg, busy, stall):
@@ -151,7 +154,7 @@ def server_slot(p: EnvParams, v, rem, ctx, run, bg, busy, stall):
     srt = np.argsort(np.where(run, rem, np.inf), 1, kind="stable")
     r_sorted = np.take_along_axis(np.where(run, rem, 0.0), srt, 1)
     c_sorted = np.take_along_axis(np.where(run, ctx, 0.0), srt, 1)
-    kv = p.srv_kv_bytes[v] / p.srv_bw[v]
+    kv = p.srv_kv_s_per_token[v]
     c_suffix = np.cumsum(c_sorted[:, ::-1], 1)[:, ::-1]                # context of sorted entries j..S-1
     t0 = busy + stall                                                   # the decode timeline starts here
     t, r_prev = t0.copy(), np.zeros(e_n)

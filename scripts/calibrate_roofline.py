@@ -21,6 +21,7 @@ Writes <out>/calibration.csv and calibration.json and prints one JSON line last.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -31,9 +32,13 @@ import numpy as np
 
 from experiment.files import atomic_write_bytes
 from jaxsim import inference
-from jaxsim.config import InferenceConfig
+from jaxsim.config import Hardware, InferenceConfig, LLMModel
 from scripts.bench_llm import best_time, matmul_gflops
 from scripts.study import write_csv
+
+
+EFFICIENCIES = ("eta_compute", "eta_memory", "eta_prefill", "prefill_overhead_s_per_layer", "step_overhead_s_per_layer",
+                "eta_attention", "attention_heads")
 
 
 def machine_peak(reps: int, n: int = 3072, mib: int = 512) -> tuple[float, float]:
@@ -76,9 +81,12 @@ def llm_times(lm, batches, prompt_len: int, reps: int, decode_steps: int = 8):
 
 def predict(dims, b, prompt_len, flops, bw, eff):
     """(prefill of b prompts of prompt_len tokens, one decode step of b sequences at context prompt_len), s,
-    from jaxsim.inference's formulas. dims: (n_params, n_layers, n_kv_heads, head_dim, d_model, bytes)."""
+    from jaxsim.inference's formulas. dims: (n_params, n_layers, n_kv_heads, head_dim, d_model, bytes);
+    eff: InferenceConfig fields."""
     n, nl, kvh, hd, dm, nbytes = dims
-    sp = inference.serving_params([flops], [bw], [n], [nl], [kvh], [hd], [dm], [nbytes], [1.0], eff)
+    machine = Hardware("this-machine", flops, bw, 1e15)
+    model = LLMModel("llm", n, nl, kvh, hd, dm, bytes_per_weight=nbytes, bytes_per_kv=nbytes)
+    sp = inference.serving_params([(machine, model, 1)], dataclasses.replace(InferenceConfig(), **eff))
     pre = inference.prefill_s(sp, 0, jnp.float32(prompt_len), jnp.float32(b))
     step = inference.decode_step_s(sp, jnp.float32(b), jnp.float32(prompt_len), jnp.int32(0))
     return float(pre), float(step)
@@ -108,13 +116,15 @@ def main(argv=None) -> dict:
 
     dims = (n, c.n_layers, c.n_kv_heads, c.head_dim, c.dim, bytes_w)
     inf = InferenceConfig()
-    design = {k: getattr(inf, k) for k in ("eta_compute", "eta_memory", "eta_prefill", "prefill_overhead_s_per_layer")}
+    design = {k: getattr(inf, k) for k in EFFICIENCIES}
     # fitted: prefill is compute-bound, decode steps at these batches memory-bound (weights + KV at context L)
     pre_flops = {b: b * (2 * n * args.prompt_len + 2 * c.n_layers * args.prompt_len ** 2 * c.dim) for b in batches}
     step_bytes = {b: n * bytes_w + b * args.prompt_len * kv_tok for b in batches}
     eta_p = math.exp(np.mean([math.log(pre_flops[b] / flops / times[b][0]) for b in batches]))
     eta_m = math.exp(np.mean([math.log(step_bytes[b] / bw / times[b][1]) for b in batches]))
-    fitted = dict(design, eta_memory=eta_m, eta_prefill=eta_p, prefill_overhead_s_per_layer=0.0)
+    # the runtime reads the KV heads it has, at the weights' bandwidth; no per-layer costs on a CPU
+    fitted = dict(design, eta_memory=eta_m, eta_attention=eta_m, eta_prefill=eta_p, prefill_overhead_s_per_layer=0.0,
+                  step_overhead_s_per_layer=0.0, attention_heads="kv")
     rows, report = [], {}
     for label, eff in (("design", design), ("fitted", fitted)):
         errs = []

@@ -1,39 +1,50 @@
-"""The project's LLM server model held against published measured serving.
+"""The project's LLM server model held against published measured serving, on its own data or on a user's.
 
-    python -m scripts.validate_latency            # table, then a JSON line last
-    python -m scripts.validate_latency --fit      # also refit the efficiencies on the fit half
+    python -m scripts.validate_latency                                   # the project's data (data/serving/)
+    python -m scripts.validate_latency --data rows.csv --catalog specs.toml
+    python -m scripts.validate_latency --fit                             # also refit the shipped efficiencies
 
-Data: NVIDIA TensorRT-LLM's performance page, ``docs/source/performance.md`` of github.com/NVIDIA/TensorRT-LLM
-as updated for v0.6.1 (commit 138f96d45f90b9667426f7c47297d8c06bafac73; low-latency rows from v0.5): measured
-output-token throughput of static batches (``gptSessionBenchmark``: B requests of ISL prompt tokens generating
-OSL tokens each) and first-token latency at batch 1, for GPT-J 6B, Llama-2 7B, Llama-2 70B and Falcon 180B on
-H100 SXM and L40S (FP8 weights and KV cache) and A100 SXM4 80 GB (FP16). Every number below is typed from that
-page; nothing is fitted into the data.
+Data: a CSV, one measured serving configuration a row: ``source, hardware, model, n_gpus, batch, input_tokens,
+output_tokens`` and any of ``measured_tokens_per_s_per_gpu`` (output tokens/s per GPU of one static batch),
+``measured_batch_latency_ms`` (the whole static batch: prefill and every output token), ``measured_first_token_ms``
+(time to the first token at that batch) and ``measured_ms_per_output_token`` (a decode step at that batch); other
+columns (citation, note) are kept as they are. Hardware and models are looked up in a TOML of the scenario schema
+(``[[hardware]]`` and ``[[models]]`` tables; a model's quality may be left out). Bad input (unknown names, a
+missing or malformed column, a row with nothing measured) exits 2 naming the row and column, before any compute.
 
-What the project books (``jaxsim.inference``, the environment's own functions on a parameter pytree holding one
-server per configuration):
-- a batch's time = prefill of its B prompts together (``prefill_s``: per-layer overhead + max(FLOPs / F_prefill,
-  weight read)) + the decode of OSL - 1 further tokens by all B sequences, context growing from ISL + 1
-  (``batch_schedule``: per-operator roofline, closed-form phase sums); throughput = B OSL / time / GPUs;
-- first-token latency = ``prefill_s`` of one prompt.
+What the project books (``jaxsim.inference``: the environment's own formulas on servers derived by
+``jaxsim.params.server_terms``): a static batch of B prompts of ISL tokens generating OSL tokens each is the
+prefill of the B prompts together (``prefill_s``) and OSL - 1 decode steps of B sequences whose contexts grow
+from ISL + 1 (``decode_steps_s``); throughput = B OSL / time / GPUs; first token = ``prefill_s``; time per output
+token = the decode steps' mean.
 
-Scope: the server model has no tensor-parallel communication or synchronisation term, so the targets are
-checked on the single-GPU configurations (TP = 1); the multi-GPU rows are printed beside them with their own
-errors (``tp_*_mape``). Configurations are split into halves by alternating rows within each table (both
-lengths of every model in each half); ``--fit`` fits (eta_compute, eta_memory, eta_prefill, overhead per layer)
-on the fit half by coordinate search and reports the errors on the other half. The project's defaults
-(``jaxsim.config.InferenceConfig``) are the values this fit printed, rounded.
+Errors: each metric's mean absolute relative error over its rows (batch-latency rows count as throughput rows:
+booked / measured throughput). Held out: each source in turn is left out, the efficiencies are refitted on the
+others (from the shipped values) and the left-out source's rows are booked with that fit; ``held_out_*`` pool
+those errors. Every fit (``--fit``, and each left-one-out fit) starts from the same data-free point (START) and
+fits the global efficiencies of ``[inference]`` and each catalog GPU's own ``eta_compute`` / ``eta_memory`` /
+``eta_prefill`` / ``eta_attention`` (GPUs whose rows span fewer than two models keep the global values) by
+gradient descent through the booking itself, minimising the sum over metrics of the mean absolute relative
+error over the rows. Deterministic.
 
-Writes <out>/latency_validation.csv; the last line printed is
-{"bench": "latency", "n": ..., "throughput_mape": ..., "ttft_mape": ..., ...}.
+Writes <out>/latency_validation.csv (every row: measured, booked, error, and its held-out booking); the last
+line printed is one JSON object {"bench": "latency", "n": ..., "throughput_mape": ..., "ttft_mape": ...,
+"tpot_mape": ..., "tp1_throughput_mape": ..., "tp_throughput_mape": ..., "held_out_throughput_mape": ...,
+"held_out_ttft_mape": ..., ...} with the keys the data have rows for.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import dataclasses
 import json
+import math
 import os
 import sys
+import tomllib
+from pathlib import Path
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -42,204 +53,354 @@ import numpy as np
 from experiment.files import write_csv
 from experiment.runs import check_writable
 from jaxsim import inference
-from jaxsim.config import InferenceConfig
-from jaxsim.fields import ConfigError
+from jaxsim.config import Action, Hardware, InferenceConfig, LLMModel
+from jaxsim.fields import ConfigError, spec
+from jaxsim.params import server_terms
 
-SOURCE = ("NVIDIA TensorRT-LLM docs/source/performance.md, v0.6.1 "
-          "(github.com/NVIDIA/TensorRT-LLM, commit 138f96d45f90b9667426f7c47297d8c06bafac73)")
+DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "serving"
+DEFAULT_DATA = DATA_DIR / "measured.csv"
+DEFAULT_CATALOG = DATA_DIR / "catalog.toml"
 
-# model shapes (Hugging Face configs): parameters, layers, KV heads, head dim, d_model
-MODELS = {
-    "gpt-j-6b": (6.05e9, 28, 16, 256, 4096),
-    "llama-2-7b": (6.74e9, 32, 32, 128, 4096),
-    "llama-2-70b": (68.98e9, 80, 8, 128, 8192),
-    "falcon-180b": (179.5e9, 80, 8, 64, 14848),
-}
-# accelerators at the precision the page ran them (datasheets): dense peak FLOP/s, memory bytes/s, bytes/value
-GPUS = {
-    "H100-SXM-FP8": (1979e12, 3.35e12, 1.0),
-    "L40S-FP8": (733e12, 864e9, 1.0),
-    "A100-SXM4-80GB-FP16": (312e12, 2.039e12, 2.0),
-}
-# peak throughput tables: (gpu, model, batch, TP, input len, output len, measured output tokens/s per GPU)
-THROUGHPUT = [
-    ("H100-SXM-FP8", "gpt-j-6b", 1024, 1, 128, 128, 26150), ("H100-SXM-FP8", "gpt-j-6b", 120, 1, 128, 2048, 8011),
-    ("H100-SXM-FP8", "gpt-j-6b", 64, 1, 2048, 128, 2551), ("H100-SXM-FP8", "gpt-j-6b", 64, 1, 2048, 2048, 3327),
-    ("H100-SXM-FP8", "llama-2-7b", 768, 1, 128, 128, 19694), ("H100-SXM-FP8", "llama-2-7b", 112, 1, 128, 2048, 6818),
-    ("H100-SXM-FP8", "llama-2-7b", 80, 1, 2048, 128, 2244), ("H100-SXM-FP8", "llama-2-7b", 48, 1, 2048, 2048, 2740),
-    ("H100-SXM-FP8", "llama-2-70b", 1024, 2, 128, 128, 2657), ("H100-SXM-FP8", "llama-2-70b", 480, 4, 128, 2048, 1486),
-    ("H100-SXM-FP8", "llama-2-70b", 96, 2, 2048, 128, 306), ("H100-SXM-FP8", "llama-2-70b", 64, 2, 2048, 2048, 547),
-    ("H100-SXM-FP8", "falcon-180b", 1024, 4, 128, 128, 987), ("H100-SXM-FP8", "falcon-180b", 1024, 8, 128, 2048, 724),
-    ("H100-SXM-FP8", "falcon-180b", 64, 4, 2048, 128, 112), ("H100-SXM-FP8", "falcon-180b", 64, 4, 2048, 2048, 264),
-    ("L40S-FP8", "gpt-j-6b", 64, 1, 128, 128, 3630), ("L40S-FP8", "gpt-j-6b", 64, 1, 128, 2048, 1859),
-    ("L40S-FP8", "gpt-j-6b", 32, 1, 2048, 128, 616), ("L40S-FP8", "gpt-j-6b", 32, 1, 2048, 2048, 757),
-    ("L40S-FP8", "llama-2-7b", 64, 1, 128, 128, 3240), ("L40S-FP8", "llama-2-7b", 64, 1, 128, 2048, 1622),
-    ("L40S-FP8", "llama-2-7b", 32, 1, 2048, 128, 581), ("L40S-FP8", "llama-2-7b", 16, 1, 2048, 2048, 531),
-    # A100: the page's single-GPU rows (its multi-GPU rows do not say whether they are per GPU)
-    ("A100-SXM4-80GB-FP16", "gpt-j-6b", 512, 1, 128, 128, 6374), ("A100-SXM4-80GB-FP16", "gpt-j-6b", 60, 1, 2048, 128, 670),
-    ("A100-SXM4-80GB-FP16", "llama-2-7b", 384, 1, 128, 128, 5586),
-    ("A100-SXM4-80GB-FP16", "llama-2-7b", 60, 1, 128, 2048, 1928),
-    ("A100-SXM4-80GB-FP16", "llama-2-7b", 52, 1, 2048, 128, 591),
-]
-# low-latency tables, batch 1: (gpu, model, TP, input len, measured first-token latency, ms)
-FIRST_TOKEN = [
-    ("H100-SXM-FP8", "gpt-j-6b", 1, 128, 7), ("H100-SXM-FP8", "gpt-j-6b", 1, 2048, 29),
-    ("H100-SXM-FP8", "llama-2-7b", 1, 128, 7), ("H100-SXM-FP8", "llama-2-7b", 1, 2048, 36),
-    ("H100-SXM-FP8", "llama-2-70b", 4, 128, 26), ("H100-SXM-FP8", "llama-2-70b", 4, 2048, 109),
-    ("H100-SXM-FP8", "falcon-180b", 8, 128, 27), ("H100-SXM-FP8", "falcon-180b", 8, 2048, 205),
-    ("L40S-FP8", "gpt-j-6b", 1, 128, 12), ("L40S-FP8", "gpt-j-6b", 1, 2048, 71),
-    ("L40S-FP8", "llama-2-7b", 1, 128, 14), ("L40S-FP8", "llama-2-7b", 1, 2048, 73),
-    ("A100-SXM4-80GB-FP16", "gpt-j-6b", 1, 128, 12), ("A100-SXM4-80GB-FP16", "gpt-j-6b", 1, 2048, 129),
-    ("A100-SXM4-80GB-FP16", "llama-2-7b", 1, 128, 16), ("A100-SXM4-80GB-FP16", "llama-2-7b", 1, 2048, 133),
-    ("A100-SXM4-80GB-FP16", "llama-2-70b", 4, 128, 47), ("A100-SXM4-80GB-FP16", "llama-2-70b", 4, 2048, 377),
-    ("A100-SXM4-80GB-FP16", "falcon-180b", 8, 128, 61), ("A100-SXM4-80GB-FP16", "falcon-180b", 8, 2048, 509),
-]
-EFFICIENCIES = ("eta_compute", "eta_memory", "eta_prefill", "prefill_overhead_s_per_layer")
+KEYS = ("source", "hardware", "model", "n_gpus", "batch", "input_tokens", "output_tokens")
+MEASURED = ("measured_tokens_per_s_per_gpu", "measured_batch_latency_ms", "measured_first_token_ms",
+            "measured_ms_per_output_token")
+GLOBAL = ("eta_compute", "eta_memory", "eta_prefill", "eta_attention", "prefill_overhead_s_per_layer",
+          "step_overhead_s_per_layer", "tp_sync_s_per_layer")
+PER_GPU = ("eta_compute", "eta_memory", "eta_prefill", "eta_attention")
+METRICS = ("throughput", "ttft", "tpot")
 
 
-def half_of(rows) -> np.ndarray:
-    """0 / 1 per row: rows alternate within each group of a table (a group: the rows of one GPU and model),
-    starting with the other half in every second group, so each half holds short and long settings."""
-    out, seen = [], {}
-    for r in rows:
-        g = (r[0], r[1])
-        i = seen.setdefault(g, [len(seen), 0])
-        out.append((i[0] + i[1]) % 2)
-        i[1] += 1
-    return np.array(out)
+# ------------------------------------------------------------------------------------------------ input
+def read_catalog(path) -> tuple[dict[str, Hardware], dict[str, LLMModel]]:
+    """Hardware and models of a TOML in the scenario schema, each validated as a scenario's are."""
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"--catalog {str(path)!r}: cannot read ({e.strerror})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"--catalog {str(path)!r}: not valid TOML ({e})") from None
+    out = []
+    for table, cls in (("hardware", Hardware), ("models", LLMModel)):
+        rows = doc.get(table)
+        if not isinstance(rows, list) or not rows:
+            raise ConfigError(f"--catalog {str(path)!r}: needs [[{table}]] tables")
+        items = {}
+        for i, r in enumerate(rows):
+            p = f"{table}[{i}]"
+            names = {f.name for f in dataclasses.fields(cls)}
+            if not isinstance(r, dict) or "name" not in r:
+                raise ConfigError(f"{p}: a table with a name is required")
+            extra = sorted(set(r) - names)
+            if extra:
+                raise ConfigError(f"{p}.{extra[0]}: unknown field; allowed: {', '.join(sorted(names))}")
+            try:
+                obj = cls(**r)
+            except TypeError as e:
+                raise ConfigError(f"{p}: {e}") from None
+            obj.validate(p) if cls is Hardware else obj.validate(p, list(obj.quality))
+            if obj.name in items:
+                raise ConfigError(f"{p}.name = {obj.name!r}: given twice")
+            items[obj.name] = obj
+        out.append(items)
+    return out[0], out[1]
 
 
-def servers(gpu_model_tp, eff, max_seqs: int = 1) -> inference.ServingParams:
-    """One server per (gpu, model, TP) with efficiencies ``eff`` (a dict of EFFICIENCIES, traced or float)."""
-    cols = list(zip(*[GPUS[g] + MODELS[m] + (t,) for g, m, t in gpu_model_tp]))
-    peak, bw, nbytes, n, nl, kvh, hd, dm, tp = (np.array(c, np.float32) for c in cols)
-    return inference.serving_params(peak, bw, n, nl, kvh, hd, dm, nbytes, tp, eff, max_seqs=max_seqs)
+def _number(path: str, text: str, lo: float, integer: bool) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise ConfigError(f"{path} = {text!r}: must be a number") from None
+    if not math.isfinite(v) or v < lo or (integer and v != int(v)):
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"{path} = {text!r}: allowed {kind} >= {lo:g}")
+    return v
 
 
-def booked_throughput(eff) -> jnp.ndarray:
-    """Output tokens/s per GPU of every THROUGHPUT configuration, as the project books the batch."""
-    rows = THROUGHPUT
-    s = max(r[2] for r in rows)
-    p = servers([(r[0], r[1], r[3]) for r in rows], eff, max_seqs=s)
-    batch = np.array([r[2] for r in rows])
-    isl = np.array([r[4] for r in rows], np.float32)
-    osl = np.array([r[5] for r in rows], np.float32)
-    live = np.arange(s)[None, :] < batch[:, None]
-    srv = inference.ServerState(
-        rem_tokens=jnp.asarray(np.where(live, (osl - 1)[:, None], 0.0), jnp.float32),
-        ctx_tokens=jnp.asarray(np.where(live, (isl + 1)[:, None], 0.0), jnp.float32),
-        status=jnp.asarray(np.where(live, inference.RUNNING, inference.FREE), jnp.int32),
-        order=jnp.zeros(live.shape, jnp.int32), counter=jnp.zeros(len(rows), jnp.int32),
-        bg_seqs=jnp.zeros(len(rows), jnp.int32), busy_s=jnp.zeros(len(rows)))
-    sched = inference.batch_schedule(p, srv)
-    decode = sched.sorted_done_s[jnp.arange(len(rows)), jnp.asarray(batch - 1)]
-    prefill = inference.prefill_s(p, jnp.arange(len(rows)), jnp.asarray(isl), jnp.asarray(batch, jnp.float32))
-    tp = np.array([r[3] for r in rows], np.float32)
-    return batch * osl / (prefill + decode) / tp
+def read_rows(path, hardware: dict, models: dict) -> list[dict]:
+    """The measured rows of a CSV, checked against the catalog: unknown names, missing or malformed columns
+    and rows with nothing measured are refused naming the row (its line in the file) and the column."""
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            missing = [k for k in KEYS if k not in header]
+            if missing:
+                raise ConfigError(f"--data {str(path)!r}: missing column {missing[0]!r} (required: {', '.join(KEYS)})")
+            if not any(k in header for k in MEASURED):
+                raise ConfigError(f"--data {str(path)!r}: no measured column; give any of {', '.join(MEASURED)}")
+            raw = list(reader)
+    except OSError as e:
+        raise ConfigError(f"--data {str(path)!r}: cannot read ({e.strerror})") from None
+    n_range = spec(Action, "n_gpus")
+    rows = []
+    for i, r in enumerate(raw):
+        where = f"--data {Path(path).name} line {i + 2}"
+        if None in r.values() or None in r:
+            raise ConfigError(f"{where}: has a different number of cells than the header")
+        if r["hardware"] not in hardware:
+            raise ConfigError(f"{where}, column hardware = {r['hardware']!r}: not in the catalog "
+                              f"(known: {', '.join(sorted(hardware))})")
+        if r["model"] not in models:
+            raise ConfigError(f"{where}, column model = {r['model']!r}: not in the catalog "
+                              f"(known: {', '.join(sorted(models))})")
+        if not r["source"].strip():
+            raise ConfigError(f"{where}, column source: empty; name where the row comes from")
+        row = dict(r)
+        for k, lo in (("n_gpus", 1), ("batch", 1), ("input_tokens", 1), ("output_tokens", 1)):
+            row[k] = int(_number(f"{where}, column {k}", r[k], lo, True))
+        n_range.check(f"{where}, column n_gpus", row["n_gpus"])
+        got = {}
+        for k in MEASURED:
+            if r.get(k, "").strip():
+                v = _number(f"{where}, column {k}", r[k], 0.0, False)
+                if v <= 0:
+                    raise ConfigError(f"{where}, column {k} = {r[k]!r}: allowed a number > 0")
+                got[k] = v
+        if not got:
+            raise ConfigError(f"{where}: nothing measured; give any of {', '.join(MEASURED)}")
+        if "measured_tokens_per_s_per_gpu" in got and "measured_batch_latency_ms" in got:
+            raise ConfigError(f"{where}: give measured_tokens_per_s_per_gpu or measured_batch_latency_ms, not both")
+        row["measured"] = got
+        rows.append(row)
+    if not rows:
+        raise ConfigError(f"--data {str(path)!r}: no rows")
+    return rows
 
 
-def booked_first_token_ms(eff) -> jnp.ndarray:
-    rows = FIRST_TOKEN
-    p = servers([(r[0], r[1], r[2]) for r in rows], eff)
-    return 1e3 * inference.prefill_s(p, jnp.arange(len(rows)), jnp.asarray([r[3] for r in rows], jnp.float32))
+# ------------------------------------------------------------------------------------------------ booking
+@dataclasses.dataclass
+class Table:
+    """The rows as columns: the catalog's fields per row, and the measured values as booked metrics."""
+    rows: list
+    gpu: np.ndarray            # [N] index into gpus
+    gpus: list
+    hw: dict                   # Hardware field -> [N] column
+    model: SimpleNamespace     # LLMModel fields (and n_heads) -> [N] columns
+    n_gpus: np.ndarray
+    batch: np.ndarray
+    isl: np.ndarray
+    osl: np.ndarray
+    source: np.ndarray
+    measured: dict             # metric -> [N] value, nan where the row has none
+
+
+def table(rows, hardware: dict, models: dict) -> Table:
+    col = lambda f: np.array([f(r) for r in rows], np.float64)    # noqa: E731
+    gpus = sorted({r["hardware"] for r in rows})
+    hw = {k: col(lambda r: getattr(hardware[r["hardware"]], k) or np.nan)
+          for k in ("peak_flops", "mem_bw_bytes_s", "link_bw_bytes_s", "link_latency_s") + PER_GPU}
+    mf = ("n_params", "n_layers", "n_kv_heads", "head_dim", "d_model", "bytes_per_weight", "bytes_per_kv",
+          "bytes_per_activation", "n_heads")
+    model = SimpleNamespace(**{k: col(lambda r: getattr(models[r["model"]], k)) for k in mf})
+    b, osl = col(lambda r: r["batch"]), col(lambda r: r["output_tokens"])
+    n = col(lambda r: r["n_gpus"])
+
+    def m(k):
+        return col(lambda r: r["measured"].get(k, np.nan))
+    thr = np.where(np.isfinite(m("measured_tokens_per_s_per_gpu")), m("measured_tokens_per_s_per_gpu"),
+                   b * osl / (1e-3 * m("measured_batch_latency_ms")) / n)
+    return Table(rows, np.array([gpus.index(r["hardware"]) for r in rows]), gpus, hw, model, n, b,
+                 col(lambda r: r["input_tokens"]), osl, np.array([r["source"] for r in rows]),
+                 {"throughput": thr, "ttft": m("measured_first_token_ms"), "tpot": m("measured_ms_per_output_token")})
+
+
+def servers(t: Table, eff: dict) -> inference.ServingParams:
+    """One server per row, from ``eff``: [inference] fields and, per GPU, "<gpu>.<eta>" entries (absent: the
+    catalog's own value, else the global one)."""
+    inf = dataclasses.replace(InferenceConfig(), **{k: v for k, v in eff.items() if "." not in k})
+    cols = {}
+    for k in PER_GPU:
+        per = np.array([eff.get(f"{g}.{k}", np.nan) for g in t.gpus])[t.gpu]
+        cols[k] = np.where(np.isfinite(per), per, np.where(np.isfinite(t.hw[k]), t.hw[k], getattr(inf, k)))
+    h = SimpleNamespace(**{**t.hw, **cols})
+    terms = server_terms(h, t.model, t.n_gpus, inf)
+    return inference.ServingParams(n_servers=len(t.rows), max_seqs=1, prefill_stall=False, bg_context=jnp.float32(0.0),
+                                   prefill_attention=jnp.float32(1.0 if inf.prefill_attention else 0.0),
+                                   **{k: jnp.asarray(np.asarray(v, np.float32)) for k, v in terms.items()})
 
 
 @jax.jit
-def _errors(eff):
-    thr = booked_throughput(eff)
-    ttft = booked_first_token_ms(eff)
-    return (thr, thr / jnp.asarray([r[-1] for r in THROUGHPUT], jnp.float32) - 1.0,
-            ttft, ttft / jnp.asarray([r[-1] for r in FIRST_TOKEN], jnp.float32) - 1.0)
+def _booked(p: inference.ServingParams, b, isl, osl, n_gpus):
+    rows = jnp.arange(b.shape[0])
+    prefill = inference.prefill_s(p, rows, isl, b)
+    decode = inference.decode_steps_s(p, b, b * (isl + 1.0), b, osl - 1.0, server=rows)
+    return {"throughput": b * osl / (prefill + decode) / n_gpus, "ttft": 1e3 * prefill,
+            "tpot": 1e3 * decode / jnp.maximum(osl - 1.0, 1.0)}
 
 
-def mape(err, sel) -> float:
-    return float(np.mean(np.abs(np.asarray(err)[sel])))
+def book(t: Table, eff: dict) -> dict:
+    """Booked metrics of every row (throughput tokens/s per GPU, first token ms, ms per output token)."""
+    f = lambda x: jnp.asarray(x, jnp.float32)    # noqa: E731
+    return {k: np.asarray(v, np.float64) for k, v in _booked(servers(t, eff), f(t.batch), f(t.isl), f(t.osl),
+                                                             f(t.n_gpus)).items()}
 
 
-def masks():
-    """Selections over THROUGHPUT and FIRST_TOKEN rows: single-GPU rows of each half, and multi-GPU rows."""
-    tp1_t = np.array([r[3] == 1 for r in THROUGHPUT])
-    tp1_f = np.array([r[2] == 1 for r in FIRST_TOKEN])
-    h_t, h_f = half_of(THROUGHPUT), half_of(FIRST_TOKEN)
-    return {"fit": (tp1_t & (h_t == 0), tp1_f & (h_f == 0)), "held_out": (tp1_t & (h_t == 1), tp1_f & (h_f == 1)),
-            "all": (tp1_t, tp1_f), "multi_gpu": (~tp1_t, ~tp1_f)}
+def errors(t: Table, booked: dict) -> dict:
+    """Relative error booked / measured - 1 per metric (throughput: of the rate), nan where nothing measured."""
+    return {k: booked[k] / t.measured[k] - 1.0 for k in METRICS}
 
 
-def evaluate(eff: dict) -> dict:
-    thr, e_t, ttft, e_f = _errors({k: jnp.float32(v) for k, v in eff.items()})
-    return {"throughput": np.asarray(thr), "throughput_err": np.asarray(e_t),
-            "ttft_ms": np.asarray(ttft), "ttft_err": np.asarray(e_f)}
+# ------------------------------------------------------------------------------------------------ fitting
+BOUNDS = {"eta_compute": (0.05, 1.0), "eta_memory": (0.05, 1.0), "eta_prefill": (0.05, 1.0),
+          "eta_attention": (0.02, 1.0), "prefill_overhead_s_per_layer": (1e-9, 1e-3),
+          "step_overhead_s_per_layer": (1e-9, 1e-3), "tp_sync_s_per_layer": (1e-9, 1e-3)}
 
 
-def fit(start: dict, sel, rounds: int = 8) -> dict:
-    """Coordinate search on the fit half: each efficiency in turn over a multiplicative grid that narrows
-    every round, minimising throughput MAPE + first-token MAPE. Deterministic."""
-    eff = dict(start)
-    bounds = {"eta_compute": (0.05, 0.9), "eta_memory": (0.05, 0.9), "eta_prefill": (0.05, 0.9),
-              "prefill_overhead_s_per_layer": (1e-6, 1e-2)}
+def fit(t: Table, start: dict, sel: np.ndarray, steps: int = 3000, lr: float = 0.03) -> dict:
+    """The efficiencies on rows ``sel``, from ``start``: the global ones and, jointly, each GPU's own for GPUs
+    whose rows there span at least two models (others keep the catalog's, else the global value). Minimises the
+    sum over metrics of the mean absolute relative error over the rows by projected Adam on the logarithms of the values, kept inside
+    BOUNDS, through the booking's own formulas (``jax.grad``); deterministic. The global eta_compute /
+    eta_memory / eta_prefill / eta_attention (what a GPU without data gets) are then the geometric means of the
+    GPUs' own."""
+    import optax
+    own = np.array([len(np.unique(t.model.n_params[sel & (t.gpu == gi)])) >= 2 for gi in range(len(t.gpus))])
+    f32 = lambda x: jnp.asarray(np.asarray(x, np.float64), jnp.float32)    # noqa: E731
+    hw = {k: f32(np.nan_to_num(v, nan=-1.0)) for k, v in t.hw.items()}
+    model = SimpleNamespace(**{k: f32(v) for k, v in vars(t.model).items()})
+    gpu, own_row = jnp.asarray(t.gpu), jnp.asarray(own[t.gpu])
+    meas = {k: f32(np.nan_to_num(t.measured[k], nan=1.0)) for k in METRICS}
+    w = {k: f32(sel & np.isfinite(t.measured[k])) for k in METRICS}
+    b, isl, osl, n = f32(t.batch), f32(t.isl), f32(t.osl), f32(t.n_gpus)
+    lo = {k: np.log(BOUNDS[k][0]) for k in BOUNDS}
+    hi = {k: np.log(BOUNDS[k][1]) for k in BOUNDS}
+    heads, pre_attn = start["attention_heads"], InferenceConfig().prefill_attention
 
-    def loss(e):
-        r = evaluate(e)
-        return mape(r["throughput_err"], sel[0]) + mape(r["ttft_err"], sel[1])
-    best = loss(eff)
-    span = 2.0
-    for _ in range(rounds):
-        for k in EFFICIENCIES:
-            lo, hi = bounds[k]
-            for f in np.geomspace(1 / span, span, 21):
-                cand = dict(eff, **{k: float(np.clip(eff[k] * f, lo, hi))})
-                v = loss(cand)
-                if v < best - 1e-12:
-                    best, eff = v, cand
-        span = span ** 0.5
+    def loss_fn(z):
+        inf = SimpleNamespace(**{k: jnp.exp(z["g"][k]) for k in GLOBAL}, attention_heads=heads)
+        cols = {k: jnp.where(own_row, jnp.exp(z["gpu"][k])[gpu],
+                             jnp.where(hw[k] > 0, hw[k], jnp.exp(z["g"][k]))) for k in PER_GPU}
+        terms = server_terms(SimpleNamespace(**{**hw, **cols}), model, n, inf)
+        p = inference.ServingParams(n_servers=len(t.rows), max_seqs=1, prefill_stall=False,
+                                    bg_context=jnp.float32(0.0), prefill_attention=jnp.float32(pre_attn), **terms)
+        booked = _booked(p, b, isl, osl, n)
+        total = 0.0
+        for k in METRICS:
+            e = jnp.abs(booked[k] / meas[k] - 1.0) * w[k]
+            total = total + jnp.sum(e) / jnp.maximum(jnp.sum(w[k]), 1.0)
+        return total
+
+    def clip(z):
+        return {"g": {k: jnp.clip(v, lo[k], hi[k]) for k, v in z["g"].items()},
+                "gpu": {k: jnp.clip(v, lo[k], hi[k]) for k, v in z["gpu"].items()}}
+    z = clip({"g": {k: jnp.float32(np.log(start[k])) for k in GLOBAL},
+              "gpu": {k: f32(np.log([start.get(f"{g}.{k}", start[k]) for g in t.gpus])) for k in PER_GPU}})
+    opt = optax.adam(lr)
+
+    @jax.jit
+    def run(z):
+        def step(_, c):
+            z, s = c
+            g = jax.grad(loss_fn)(z)
+            u, s = opt.update(g, s, z)
+            return clip(optax.apply_updates(z, u)), s
+        return jax.lax.fori_loop(0, steps, step, (z, opt.init(z)))[0]
+    z = run(z)
+    eff = {k: float(np.exp(z["g"][k])) for k in GLOBAL} | {"attention_heads": heads}
+    for k in PER_GPU:
+        vals = np.exp(np.asarray(z["gpu"][k], np.float64))
+        for gi, g in enumerate(t.gpus):
+            if own[gi]:
+                eff[f"{g}.{k}"] = float(vals[gi])
+        if own.any():
+            eff[k] = float(np.exp(np.mean(np.log(vals[own]))))
     return eff
+
+
+# where every fit starts (the shipped defaults' fit and each left-one-out fit alike): no data in it
+START = {"eta_compute": 0.5, "eta_memory": 0.5, "eta_prefill": 0.5, "eta_attention": 0.5,
+         "prefill_overhead_s_per_layer": 1e-5, "step_overhead_s_per_layer": 1e-5, "tp_sync_s_per_layer": 1e-5}
+
+
+def shipped(hardware: dict) -> dict:
+    """The efficiencies as shipped: [inference]'s defaults (the catalog's GPUs carry their own)."""
+    inf = InferenceConfig()
+    return {k: getattr(inf, k) for k in GLOBAL} | {"attention_heads": inf.attention_heads}
+
+
+def mape(err, sel) -> float | None:
+    ok = sel & np.isfinite(err)
+    return float(np.mean(np.abs(err[ok]))) if ok.any() else None
+
+
+def summary(t: Table, err: dict, prefix: str = "") -> dict:
+    tp1 = t.n_gpus == 1
+    every = np.ones(len(t.rows), bool)
+    out = {f"{prefix}throughput_mape": mape(err["throughput"], every),
+           f"{prefix}ttft_mape": mape(err["ttft"], every), f"{prefix}tpot_mape": mape(err["tpot"], every),
+           f"{prefix}tp1_throughput_mape": mape(err["throughput"], tp1),
+           f"{prefix}tp_throughput_mape": mape(err["throughput"], ~tp1)}
+    return {k: round(v, 4) for k, v in out.items() if v is not None}
+
+
+def held_out(t: Table, start: dict) -> tuple[dict, list]:
+    """Leave each source out in turn: fit on the others from ``start`` (:data:`START`, with the attention form
+    of the run), book the left-out rows with that fit."""
+    booked = {k: np.full(len(t.rows), np.nan) for k in METRICS}
+    fits = []
+    for s in sorted(set(t.source)):
+        out = t.source == s
+        eff = fit(t, start, ~out)
+        b = book(t, eff)
+        for k in METRICS:
+            booked[k][out] = b[k][out]
+        fits.append((s, eff))
+    return booked, fits
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--fit", action="store_true", help="refit the efficiencies on the fit half and report both")
+    ap.add_argument("--data", default=None, help="CSV of measured rows (default: the project's data/serving)")
+    ap.add_argument("--catalog", default=None, help="TOML with [[hardware]] and [[models]] (default: the project's)")
+    ap.add_argument("--fit", action="store_true", help="also refit the efficiencies on all rows and print them")
+    ap.add_argument("--no-held-out", action="store_true", help="skip the leave-one-source-out fits")
+    ap.add_argument("--attention-heads", choices=("kv", "query"), default=None,
+                    help="decode attention's read by KV heads or query heads (default: [inference]'s)")
     ap.add_argument("--out", default="results", help="folder for latency_validation.csv")
     args = ap.parse_args(argv)
     try:
         check_writable(args.out)
+        hardware, models = read_catalog(args.catalog or DEFAULT_CATALOG)
+        rows = read_rows(args.data or DEFAULT_DATA, hardware, models)
     except ConfigError as e:
-        ap.error(str(e))
-    inf = InferenceConfig()
-    default = {k: getattr(inf, k) for k in EFFICIENCIES}
-    sel = masks()
-    res = evaluate(default)
-    rows = []
-    for i, r in enumerate(THROUGHPUT):
-        rows.append(["throughput_tok_s_per_gpu", *r[:6], "tp1" if r[3] == 1 else "multi_gpu",
-                     int(half_of(THROUGHPUT)[i]), r[6], f"{res['throughput'][i]:.1f}", f"{res['throughput_err'][i]:+.3f}"])
-    for i, r in enumerate(FIRST_TOKEN):
-        rows.append(["first_token_ms", r[0], r[1], 1, r[2], r[3], "", "tp1" if r[2] == 1 else "multi_gpu",
-                     int(half_of(FIRST_TOKEN)[i]), r[4], f"{res['ttft_ms'][i]:.2f}", f"{res['ttft_err'][i]:+.3f}"])
-    header = ["metric", "gpu", "model", "batch", "tp", "input_len", "output_len", "scope", "half", "measured",
-              "booked", "rel_error"]
-    os.makedirs(args.out, exist_ok=True)
-    write_csv(os.path.join(args.out, "latency_validation.csv"), header, rows)
-    print(f"source: {SOURCE}")
-    print("  ".join(header))
-    for r in rows:
-        print("  ".join(str(x) for x in r))
-    out = {"bench": "latency", "n": int(sel["all"][0].sum() + sel["all"][1].sum()),
-           "throughput_mape": mape(res["throughput_err"], sel["all"][0]),
-           "ttft_mape": mape(res["ttft_err"], sel["all"][1]),
-           "n_throughput": int(sel["all"][0].sum()), "n_ttft": int(sel["all"][1].sum()),
-           "held_out_throughput_mape": mape(res["throughput_err"], sel["held_out"][0]),
-           "held_out_ttft_mape": mape(res["ttft_err"], sel["held_out"][1]),
-           "tp_throughput_mape": mape(res["throughput_err"], sel["multi_gpu"][0]),
-           "tp_ttft_mape": mape(res["ttft_err"], sel["multi_gpu"][1]),
-           "efficiencies": default}
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2)
+    t = table(rows, hardware, models)
+    eff = shipped(hardware)
+    if args.attention_heads:
+        eff["attention_heads"] = args.attention_heads
+    booked = book(t, eff)
+    err = errors(t, booked)
+    out = {"bench": "latency", "n": len(rows), **summary(t, err),
+           "n_throughput": int(np.isfinite(t.measured["throughput"]).sum()),
+           "n_ttft": int(np.isfinite(t.measured["ttft"]).sum()), "n_tpot": int(np.isfinite(t.measured["tpot"]).sum()),
+           "sources": sorted(set(t.source)), "attention_heads": eff["attention_heads"]}
+    ho = None
+    if len(set(t.source)) >= 2 and not args.no_held_out:
+        ho, fits = held_out(t, {**START, "attention_heads": eff["attention_heads"]})
+        out.update(summary(t, errors(t, ho), "held_out_"))
+        out["held_out_per_source"] = {s: summary(t, {k: np.where(t.source == s, v, np.nan)
+                                                     for k, v in errors(t, ho).items()}) for s, _ in fits}
     if args.fit:
-        fitted = fit(default, sel["fit"])
-        r2 = evaluate(fitted)
-        out["fitted"] = {**{k: round(v, 6) for k, v in fitted.items()},
-                         "fit_throughput_mape": mape(r2["throughput_err"], sel["fit"][0]),
-                         "fit_ttft_mape": mape(r2["ttft_err"], sel["fit"][1]),
-                         "held_out_throughput_mape": mape(r2["throughput_err"], sel["held_out"][0]),
-                         "held_out_ttft_mape": mape(r2["ttft_err"], sel["held_out"][1])}
+        fitted = fit(t, {**START, "attention_heads": eff["attention_heads"]}, np.ones(len(rows), bool))
+        out["fitted"] = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in fitted.items()}
+        out["fitted"].update(summary(t, errors(t, book(t, fitted)), "fit_"))
+    header = ["metric", *KEYS, "measured", "booked", "rel_error", "held_out_booked", "held_out_rel_error"]
+    table_rows = []
+    for k in METRICS:
+        for i in np.flatnonzero(np.isfinite(t.measured[k])):
+            r = rows[i]
+            hb = "" if ho is None else f"{ho[k][i]:.4g}"
+            he = "" if ho is None else f"{ho[k][i] / t.measured[k][i] - 1:+.3f}"
+            table_rows.append([k, *(r[c] for c in KEYS), f"{t.measured[k][i]:.4g}", f"{booked[k][i]:.4g}",
+                               f"{err[k][i]:+.3f}", hb, he])
+    os.makedirs(args.out, exist_ok=True)
+    write_csv(os.path.join(args.out, "latency_validation.csv"), header, table_rows)
+    for s in sorted(set(t.source)):
+        sel = t.source == s
+        print(f"{s:40s} rows {int(sel.sum()):4d}  " + "  ".join(
+            f"{k} {mape(err[k], sel):.3f}" for k in METRICS if mape(err[k], sel) is not None))
     print(json.dumps(out))
     return out
 

@@ -23,9 +23,11 @@ def predicted(stage, b, res, eff):
     if stage == "prefill":
         return c.n_layers * eff["prefill_overhead_s_per_layer"] + max(
             b * (2 * n * L + 2 * c.n_layers * L * L * c.dim) / (f * eff["eta_prefill"]), 4 * n / (bw * eff["eta_memory"]))
-    kv_per_token = 2 * c.n_layers * c.n_kv_heads * c.head_dim * 4
-    return max(2 * n * b / (f * eff["eta_compute"]), 4 * n / (bw * eff["eta_memory"])) + \
-        b * L * kv_per_token / (bw * eff["eta_memory"])
+    heads = c.n_kv_heads if eff["attention_heads"] == "kv" else c.dim // c.head_dim
+    attn_per_token = 2 * c.n_layers * heads * c.head_dim * 4
+    return c.n_layers * eff["step_overhead_s_per_layer"] + max(2 * n * b / (f * eff["eta_compute"]),
+                                                               4 * n / (bw * eff["eta_memory"])) + \
+        b * L * attn_per_token / (bw * eff["eta_attention"])
 
 
 def test_calibration_fits_and_errors_match_an_independent_computation(tmp_path):
