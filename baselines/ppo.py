@@ -41,7 +41,7 @@ import orbax.checkpoint as ocp
 from flax import serialization, struct
 
 from jaxsim import distributed, env
-from jaxsim.config import SimConfig, config_from_dict, config_to_dict
+from jaxsim.config import SimConfig, config_from_dict, config_hash, config_to_dict
 from jaxsim.env import Observation
 from jaxsim.fields import ConfigError, Range, bounded, check_fields, flag
 from jaxsim.params import EnvParams, make_params
@@ -435,14 +435,17 @@ def policy_params_from(runner: RunnerState, cfg: PPOConfig, env_params: EnvParam
 
 
 def load_ppo_policy(path, env_params: EnvParams | None = None, deterministic: bool = True,
-                    step: int | None = None):
+                    step: int | None = None, sim_config: SimConfig | None = None,
+                    allow_other_scenario: bool = False):
     """(policy_fn, policy_params) from a checkpoint directory written by ``train`` (or the ``--out``
     directory of scripts.train_ppo, whose ``ckpt/`` holds it).
 
     ``rollout(key, env_params, policy_fn, policy_params, n)`` evaluates it. The features use
     ``env_params`` when given (it must have the same numbers of actions and task types as the
     training scenario; the number of users may differ, as the weights are shared over tasks),
-    else the scenario saved with the checkpoint.
+    else the scenario saved with the checkpoint. With ``sim_config`` (the scenario it is evaluated on), a
+    checkpoint trained on another scenario (another config hash) is refused with a ConfigError unless
+    ``allow_other_scenario``.
     """
     path = os.fspath(path)
     if latest_checkpoint(path) is None and latest_checkpoint(os.path.join(path, "ckpt")) is not None:
@@ -450,8 +453,14 @@ def load_ppo_policy(path, env_params: EnvParams | None = None, deterministic: bo
     if latest_checkpoint(path) is None:
         raise FileNotFoundError(f"no PPO checkpoint in {path!r}")
     meta = load_checkpoint_meta(path, step)
+    if sim_config is not None and meta.get("sim_config") is not None and not allow_other_scenario:
+        trained, here = config_hash(meta["sim_config"]), config_hash(sim_config)
+        if trained != here:
+            raise ConfigError(f"--checkpoint {path!r}: trained on another scenario (config {trained}) than the one "
+                              f"it would run on (config {here}); train on this scenario, or pass "
+                              "--allow-other-scenario to evaluate it here anyway")
     if meta.get("sim_config") is not None:
-        train_params = make_params(config_from_dict(meta["sim_config"]))
+        train_params = make_params(config_from_dict(meta["sim_config"], merge=False))
     elif env_params is not None:
         train_params = env_params
     else:

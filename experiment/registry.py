@@ -31,6 +31,7 @@ class PolicyOptions:
     icl: ICLConfig = ICLConfig()           # icl, knn, knn_value
     pool: str | None = None                # host policies with a pool: start from this saved experience
     lm: Any = None                         # icl: an already loaded icl.llm.LanguageModel (else icl.model is loaded)
+    allow_other_scenario: bool = False     # ppo: evaluate a checkpoint trained on another scenario
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,8 @@ def _ppo(cfg: SimConfig, options: PolicyOptions):
     if not options.checkpoint:
         raise ConfigError("--checkpoint: policy 'ppo' needs a checkpoint directory (written by scripts.train_ppo)")
     from baselines.ppo import load_ppo_policy
-    return load_ppo_policy(options.checkpoint, make_params(cfg))     # checked against the scenario it runs on
+    return load_ppo_policy(options.checkpoint, make_params(cfg), sim_config=cfg,   # checked against the scenario
+                           allow_other_scenario=options.allow_other_scenario)
 
 
 def _host(name: str):

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -50,7 +49,7 @@ from tqdm import tqdm
 
 from jaxsim import distributed
 from jaxsim.compilation import compile_counts, use_persistent_cache
-from jaxsim.config import SimConfig, config_to_dict
+from jaxsim.config import SimConfig, config_hash
 from jaxsim.fields import ConfigError
 from jaxsim.metrics import EpisodeStats, episode_stats, episode_table, paired_ci, summarise_stats
 from jaxsim.params import EnvParams, make_params
@@ -86,10 +85,6 @@ class RunSpec:
     @property
     def writes_tasks(self) -> bool:
         return self.per_task if self.per_task is not None else self.episodes <= PER_TASK_AUTO_MAX_EPISODES
-
-
-def config_hash(cfg: SimConfig) -> str:
-    return hashlib.sha256(json.dumps(config_to_dict(cfg), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def default_run_dir(cfg: SimConfig, spec: RunSpec) -> str:

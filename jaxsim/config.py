@@ -114,6 +114,18 @@ class RadioConfig:
                               f"{self.scs_khz:g} kHz holds {max_rb} RBs; allowed an integer in [1, {max_rb}]")
 
 
+def _validate_entry(row: Any, path: str, *args: Any) -> None:
+    """Validate one entry of an array of tables; an error names the entry too (indices count the merged table:
+    the defaults' entries first, then the new names in the file's order)."""
+    try:
+        row.validate(path, *args)
+    except ConfigError as e:
+        name = getattr(row, "name", None)
+        if isinstance(name, str) and name:
+            raise ConfigError(f"{e} (the entry named {name!r})") from None
+        raise
+
+
 @dataclass(frozen=True)
 class TaskType:
     name: str
@@ -123,10 +135,15 @@ class TaskType:
     budget_s: float = bounded(dataclasses.MISSING, 0.0, 1e5, lo_open=True)  # delay budget, s
     min_quality: float = bounded(dataclasses.MISSING, 0.0, 1.0)           # quality floor
     weight: float = bounded(1.0, 0.0, 1e6)                                # relative arrival share
+    # a model with no quality for this type takes its quality for the type named here (absent: every model
+    # must list this type in its quality table)
+    quality_like: str | None = None
 
     def validate(self, p: str) -> None:
         check_name(f"{p}.name", self.name)
         check_fields(self, p)
+        if self.quality_like is not None and (not isinstance(self.quality_like, str) or self.quality_like == self.name):
+            raise ConfigError(f"{p}.quality_like = {self.quality_like!r}: must name another task type")
 
 
 def _default_task_types() -> tuple[TaskType, ...]:
@@ -151,7 +168,7 @@ class TrafficConfig:
         if not self.task_types:
             raise ConfigError(f"{p}.task_types: at least one task type is required")
         for i, t in enumerate(self.task_types):
-            t.validate(f"{p}.task_types[{i}]")
+            _validate_entry(t, f"{p}.task_types[{i}]")
         check_unique(f"{p}.task_types", [t.name for t in self.task_types])
         if sum(t.weight for t in self.task_types) <= 0:
             raise ConfigError(f"{p}.task_types: weights must not all be 0")
@@ -222,7 +239,9 @@ class LLMModel:
             raise ConfigError(f"{p}.quality = {self.quality!r}: must be a table of task type = quality in [0, 1]")
         for t in type_names:
             if t not in self.quality:
-                raise ConfigError(f"{p}.quality: missing task type {t!r} (have {sorted(self.quality)})")
+                raise ConfigError(f"{p}.quality: missing task type {t!r} (have {sorted(self.quality)}); add "
+                                  f"{t} = <quality in [0, 1]> to the quality table of model {self.name!r}, or "
+                                  f"quality_like = \"<another task type>\" to the [[traffic.task_types]] entry {t!r}")
         for t, q in self.quality.items():
             if t not in type_names:
                 raise ConfigError(f"{p}.quality.{t}: unknown task type; allowed: {', '.join(type_names)}")
@@ -380,8 +399,41 @@ class SimConfig:
     def replace(self, **sections: Any) -> "SimConfig":
         return dataclasses.replace(self, **sections)
 
+    def _with_quality_like(self) -> "SimConfig":
+        """Models' quality tables with each task type's ``quality_like`` fallback filled in (self if none)."""
+        if not isinstance(self.traffic, TrafficConfig) or not isinstance(self.models, tuple):
+            return self
+        like = {t.name: t.quality_like for t in self.traffic.task_types
+                if isinstance(t, TaskType) and isinstance(t.quality_like, str)}
+        names = set(self.type_names)
+        for t, other in like.items():
+            if other not in names:
+                raise ConfigError(f"traffic.task_types ({t}).quality_like = {other!r}: unknown task type; "
+                                  f"allowed: {', '.join(sorted(names - {t}))}")
+        models, changed = [], False
+        for m in self.models:
+            if not isinstance(m, LLMModel) or not isinstance(m.quality, dict):
+                models.append(m)
+                continue
+            q = dict(m.quality)
+            for t in like:
+                other, seen = like[t], {t}
+                while other not in q and other in like and other not in seen:    # a chain of fallbacks
+                    seen.add(other)
+                    other = like[other]
+                if t not in q and other in q:
+                    q[t] = q[other]
+            changed |= q != m.quality
+            models.append(dataclasses.replace(m, quality=q) if q != m.quality else m)
+        return self.replace(models=tuple(models)) if changed else self
+
     # ---- validation -----------------------------------------------------
     def validate(self) -> "SimConfig":
+        """The config, checked (:class:`ConfigError` naming the field, the value and the allowed range); a task
+        type's ``quality_like`` is resolved first: the returned config lists every model's quality for it."""
+        resolved = self._with_quality_like()
+        if resolved is not self:
+            return resolved.validate()
         for name in ("episode", "topology", "radio", "traffic", "inference", "backhaul", "reward", "oracle"):
             if not dataclasses.is_dataclass(getattr(self, name)):
                 raise ConfigError(f"{name} = {getattr(self, name)!r}: must be a table")
@@ -395,17 +447,17 @@ class SimConfig:
         if not self.hardware:
             raise ConfigError("hardware: at least one accelerator is required")
         for i, h in enumerate(self.hardware):
-            h.validate(f"hardware[{i}]")
+            _validate_entry(h, f"hardware[{i}]")
         check_unique("hardware", [h.name for h in self.hardware])
         if not self.models:
             raise ConfigError("models: at least one model is required")
         for i, m in enumerate(self.models):
-            m.validate(f"models[{i}]", self.type_names)
+            _validate_entry(m, f"models[{i}]", self.type_names)
         check_unique("models", [m.name for m in self.models])
         if not 2 <= len(self.actions) <= 8:
             raise ConfigError(f"actions: {len(self.actions)} given; allowed [2, 8]")
         for i, a in enumerate(self.actions):
-            a.validate(f"actions[{i}]", [m.name for m in self.models], [h.name for h in self.hardware])
+            _validate_entry(a, f"actions[{i}]", [m.name for m in self.models], [h.name for h in self.hardware])
         check_unique("actions", self.action_names)
         for i, a in enumerate(self.actions):
             bmax = self.b_max(a)
@@ -446,8 +498,48 @@ def _build(cls: type, data: Any, path: str) -> Any:
     return cls(**data)
 
 
-def config_from_dict(data: dict[str, Any]) -> SimConfig:
-    """Build and validate a config from a nested dict (missing sections take defaults)."""
+def _rows(cls: type, rows: Any, defaults: tuple, path: str, merge: bool) -> tuple:
+    """An array of tables (``[[hardware]]``, ``[[models]]``, ``[[actions]]``, ``[[traffic.task_types]]``) merged
+    with the defaults' entries by name: a new name adds an entry, an existing one replaces that entry; with
+    ``replace = true`` in the first entry (or ``merge=False``) the array replaces the defaults' whole table."""
+    if not isinstance(rows, list):
+        raise ConfigError(f"{path}: must be an array of tables")
+    rows = list(rows)
+    replace = not merge
+    for i, r in enumerate(rows):
+        if isinstance(r, dict) and "replace" in r:
+            if i:
+                raise ConfigError(f"{path}[{i}].replace: only the first entry of the array may hold replace")
+            if not isinstance(r["replace"], bool):
+                raise ConfigError(f"{path}[0].replace = {r['replace']!r}: must be true or false")
+            replace = replace or r["replace"]
+            rows[0] = {k: v for k, v in r.items() if k != "replace"}
+    if rows and rows[0] == {} and len(rows) > 1:
+        rows = rows[1:]                                # an entry holding only replace = true
+        offset = 1
+    else:
+        offset = 0
+    built = [_build(cls, r, f"{path}[{i + offset}]") for i, r in enumerate(rows)]
+    for i, b in enumerate(built):
+        check_name(f"{path}[{i + offset}].name", b.name)
+    check_unique(path, [b.name for b in built])
+    if replace:
+        return tuple(built)
+    out = list(defaults)
+    where = {d.name: k for k, d in enumerate(out)}
+    for b in built:
+        if b.name in where:
+            out[where[b.name]] = b
+        else:
+            where[b.name] = len(out)
+            out.append(b)
+    return tuple(out)
+
+
+def config_from_dict(data: dict[str, Any], merge: bool = True) -> SimConfig:
+    """Build and validate a config from a nested dict: missing sections and fields take the defaults; the entries
+    of an array of tables merge with the defaults' by name (``merge=False``, or ``replace = true`` in an array's
+    first entry: the array replaces the defaults' table)."""
     if not isinstance(data, dict):
         raise ConfigError(f"config: must be a table of sections, got {type(data).__name__}")
     base = SimConfig()
@@ -463,21 +555,17 @@ def config_from_dict(data: dict[str, Any]) -> SimConfig:
             raise ConfigError(f"traffic: must be a table, got {type(data['traffic']).__name__}")
         tr = dict(data["traffic"])
         if "task_types" in tr:
-            tts = tr["task_types"]
-            if not isinstance(tts, list):
-                raise ConfigError("traffic.task_types: must be an array of tables")
-            tr["task_types"] = tuple(_build(TaskType, t, f"traffic.task_types[{i}]") for i, t in enumerate(tts))
+            tr["task_types"] = _rows(TaskType, tr["task_types"], base.traffic.task_types, "traffic.task_types", merge)
         kw["traffic"] = _build(TrafficConfig, tr, "traffic")
     for name, cls in _TABLES.items():
         if name in data:
-            rows = data[name]
-            if not isinstance(rows, list):
-                raise ConfigError(f"{name}: must be an array of tables")
-            kw[name] = tuple(_build(cls, r, f"{name}[{i}]") for i, r in enumerate(rows))
+            kw[name] = _rows(cls, data[name], getattr(base, name), name, merge)
     return base.replace(**kw).validate()
 
 
 def config_to_dict(cfg: SimConfig) -> dict[str, Any]:
+    """The config as a nested dict of plain values (absent fields left out); ``config_from_dict(d, merge=False)``
+    reads it back equal."""
     def conv(x: Any) -> Any:
         if dataclasses.is_dataclass(x):
             return {f.name: conv(getattr(x, f.name)) for f in fields(x) if getattr(x, f.name) is not None}
@@ -489,7 +577,60 @@ def config_to_dict(cfg: SimConfig) -> dict[str, Any]:
     return conv(cfg)
 
 
-SCENARIOS = ("default", "loaded")
+def config_hash(cfg: SimConfig | dict) -> str:
+    """A short hash of the config (or of its ``config_to_dict``): what names run folders and binds a PPO
+    checkpoint to the scenario it was trained on."""
+    import hashlib
+    import json
+    data = cfg if isinstance(cfg, dict) else config_to_dict(cfg)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def set_fields(cfg: SimConfig, assignments: list[str]) -> SimConfig:
+    """The config with ``section.field=value`` assignments applied (the command line's ``--set``), validated as
+    a TOML file would be. An entry of an array of tables is named: ``actions.cloud_large.n_gpus=4``,
+    ``traffic.task_types.chat.budget_s=8``, ``models.llama-3.1-8b.quality.code=0.7``. The value is read as a
+    TOML value (``8``, ``1e9``, ``true``, ``"L4"``); one that is not valid TOML is taken as a string (``L4``)."""
+    data = config_to_dict(cfg)
+    for a in assignments:
+        key, eq, text = a.partition("=")
+        parts = key.strip().split(".")
+        if not eq or len(parts) < 2 or not all(parts):
+            raise ConfigError(f"--set {a!r}: must be section.field=value (e.g. episode.horizon=20)")
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        if parts[:2] == ["traffic", "task_types"]:
+            table, name, rest = data["traffic"]["task_types"], "traffic.task_types", parts[2:]
+        elif parts[0] in _TABLES:
+            table, name, rest = data[parts[0]], parts[0], parts[1:]
+        else:
+            table = None
+        if table is not None:                 # an array of tables: an entry by its name (which may hold dots)
+            names = [r["name"] for r in table]
+            k = next((k for k in range(len(rest) - 1, 0, -1) if ".".join(rest[:k]) in names), None)
+            if k is None:
+                raise ConfigError(f"--set {a!r}: name an entry of {name}: {name}.<name>.<field> with <name> one of "
+                                  f"{', '.join(names)}")
+            node, rest = table[names.index(".".join(rest[:k]))], rest[k:]
+        elif parts[0] in _SECTIONS or parts[0] == "traffic":
+            node, rest = data[parts[0]], parts[1:]
+        else:
+            raise ConfigError(f"--set {a!r}: unknown section {parts[0]!r}; allowed: "
+                              f"{', '.join([*_SECTIONS, 'traffic', *_TABLES])}")
+        for p in rest[:-1]:                   # a table inside: models.<name>.quality.<type>
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {a!r}: {p} is not a table")
+        node[rest[-1]] = value
+    try:
+        return config_from_dict(data, merge=False)
+    except ConfigError as e:
+        raise ConfigError(f"--set {' '.join(assignments)}: {e}") from None
+
+
+SCENARIOS = ("default", "loaded", "tiny")
 
 
 def scenario_path(name: str) -> str | None:
@@ -513,6 +654,88 @@ def load_config(path: str | os.PathLike | None) -> SimConfig:
     return config_from_dict(data)
 
 
-def config_toml(cfg: SimConfig) -> str:
-    """The config as TOML text; ``config_from_dict(tomllib.loads(text))`` reads it back equal."""
-    return tomli_w.dumps(config_to_dict(cfg))
+def _field_notes(cls: type) -> dict[str, str]:
+    """Each field's unit and meaning: the comment on its line in the class's source (one place for both)."""
+    import inspect
+    import io
+    import tokenize
+    try:
+        src = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    names = {f.name for f in fields(cls)}
+    notes: dict[str, str] = {}
+    line_name: dict[int, str] = {}
+    above: list[str] = []                                # comment lines right above a field
+    for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+        row, col = tok.start
+        if tok.type == tokenize.NAME and col == 4 and tok.string in names and row not in line_name:
+            line_name[row] = tok.string
+            if above:
+                notes[tok.string] = " ".join(above)
+            above = []
+        elif tok.type == tokenize.COMMENT:
+            text = tok.string.lstrip("# ").strip()
+            if row in line_name:
+                notes[line_name[row]] = text
+            elif col == 4:
+                above.append(text)
+        elif tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT):
+            above = []
+    return notes
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    return tomli_w.dumps({"v": v}).split("=", 1)[1].strip()
+
+
+def _toml_key(k: str) -> str:
+    return tomli_w.dumps({k: 0}).split("=", 1)[0].strip()
+
+
+def _toml_fields(obj: Any, comments: bool) -> list[str]:
+    notes = _field_notes(type(obj)) if comments else {}
+    out = []
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        if isinstance(v, tuple) and v and dataclasses.is_dataclass(v[0]):
+            continue                                     # an array of tables, written after its section
+        r = f.metadata.get("range")
+        note = "; ".join(x for x in (notes.get(f.name), r and f"allowed {r.describe()}") if x)
+        if v is None:
+            if comments:
+                out.append(f"# {f.name} = (absent){'  # ' + note if note else ''}")
+            continue
+        out.append(f"{_toml_key(f.name)} = {_toml_value(v)}{'  # ' + note if note else ''}")
+    return out
+
+
+def config_toml(cfg: SimConfig, comments: bool = True) -> str:
+    """The config as TOML text, every field written (with ``comments``: each field's unit, meaning and allowed
+    range as a comment); each array of tables starts with ``replace = true``, so that
+    ``config_from_dict(tomllib.loads(text))`` reads it back equal."""
+    lines: list[str] = []
+
+    def table(header: str, obj: Any) -> None:
+        lines.extend(["", f"[{header}]", *_toml_fields(obj, comments)])
+
+    def array(header: str, rows: tuple) -> None:
+        for i, r in enumerate(rows):
+            lines.extend(["", f"[[{header}]]"])
+            if i == 0:
+                lines.append("replace = true" + ("  # this array replaces the defaults' entries (without it, "
+                                                 "entries merge with them by name)" if comments else ""))
+            lines.extend(_toml_fields(r, comments))
+
+    if comments:
+        lines.append("# genai-edge-lab scenario: every field, with its unit and allowed range (jaxsim/config.py)")
+    for name in ("episode", "topology", "radio", "traffic"):
+        table(name, getattr(cfg, name))
+    array("traffic.task_types", cfg.traffic.task_types)
+    for name in ("inference", "backhaul", "reward", "oracle"):
+        table(name, getattr(cfg, name))
+    for name in _TABLES:
+        array(name, getattr(cfg, name))
+    return "\n".join(lines).lstrip("\n") + "\n"

@@ -44,7 +44,7 @@ from icl.prompt import BASE_FEATURES
 from experiment.host import rollout_host
 from jaxsim import env
 from jaxsim.compilation import compile_counts, use_persistent_cache
-from jaxsim.config import load_config
+from experiment.scenario_args import add_scenario_args, print_config, scenario_from_args
 from jaxsim.fields import ConfigError
 from jaxsim.params import make_params
 from jaxsim.rollout import episode_keys
@@ -175,7 +175,7 @@ def print_rows(title: str, rows: dict, file=sys.stdout) -> None:
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", help="scenario TOML (default: the DESIGN.md defaults)")
+    add_scenario_args(ap)
     ap.add_argument("--model", default="smollm2-135m", help="deciding LLM (smollm2-135m)")
     ap.add_argument("--designs", default="value,value-expected", help=f"comma-separated, of {', '.join(DESIGNS)}; "
                     "the first is the JSON line's (value,value-expected)")
@@ -205,7 +205,10 @@ def parse_args(argv=None):
 def main(argv=None, lm=None) -> dict:
     args = parse_args(argv)
     try:
-        cfg = load_config(args.config)
+        cfg = scenario_from_args(args)
+        if args.print_config:
+            print_config(cfg)
+            raise SystemExit(0)
         base = ICLConfig(model=args.model, shots=args.shots, select=args.select, epsilon=0.0, seed=args.seed).validate()
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

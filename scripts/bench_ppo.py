@@ -25,7 +25,8 @@ import numpy as np
 
 from baselines import greedy_policy, oracle_policy, random_policy
 from baselines.ppo import PPOConfig, policy_params_from, ppo_policy, train
-from jaxsim.config import load_config
+from jaxsim.fields import ConfigError
+from experiment.scenario_args import add_scenario_args, print_config, scenario_from_args
 from jaxsim.params import make_params
 from jaxsim.rollout import rollout
 
@@ -70,13 +71,19 @@ def parse_setup(ap: argparse.ArgumentParser, argv=None):
     n_oracle = args.oracle_episodes or (2 if args.quick else 4)
     if not 1 <= n_oracle <= n_eval:
         ap.error(f"--oracle-episodes = {n_oracle}: allowed [1, --eval-episodes = {n_eval}]")
-    sim_cfg = load_config(args.config)
+    try:
+        sim_cfg = scenario_from_args(args)
+    except ConfigError as e:
+        ap.error(str(e))
+    if args.print_config:
+        print_config(sim_cfg)
+        raise SystemExit(0)
     env_params = make_params(sim_cfg)
     return args, n_eval, n_oracle, sim_cfg, env_params, ppo_config_from_args(args).validate(env_params)
 
 
 def add_ppo_args(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--config", default=None, help="scenario TOML (default: the DESIGN.md defaults)")
+    add_scenario_args(ap)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="a short run (smoke test)")
     ap.add_argument("--updates", dest="n_updates", type=int, default=None)

@@ -2,6 +2,8 @@
 
     jaxsim-montecarlo                       # defaults: every heuristic + oracle, 16 episodes
     jaxsim-montecarlo --config my.toml --policies greedy,oracle --episodes 200 --out runs/x
+    jaxsim-montecarlo --scenario tiny --policies icl,knn --episodes 2      # a first ICL try, under a minute
+    jaxsim-montecarlo --set episode.horizon=20 --set topology.users_per_cell=4 --print-config
     jaxsim-montecarlo --policies icl,knn --model smollm2-135m --shots 8 --select ranked --epsilon 0.1
 
 Writes a run directory (``experiment.runs``: config, per-episode and per-task CSVs, summaries with 95%
@@ -29,9 +31,9 @@ import traceback
 
 from experiment import PolicyOptions, RunSpec, default_policies, is_host, policy_names, run_policies
 from experiment.runs import PER_TASK_AUTO_MAX_EPISODES
+from experiment.scenario_args import add_scenario_args, print_config, scenario_from_args
 from icl.policy import ICLConfig
 from jaxsim import distributed
-from jaxsim.config import SCENARIOS, load_config, scenario_path
 from jaxsim.fields import ConfigError
 
 
@@ -50,9 +52,7 @@ def print_table(summaries: dict[str, dict], file=None) -> None:
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="jaxsim-montecarlo", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", help="scenario TOML (default: the DESIGN.md defaults)")
-    ap.add_argument("--scenario", help=f"a named scenario preset instead of --config: {', '.join(SCENARIOS)} "
-                    "(loaded: the slot's tasks compete for the servers; docs/model.md)")
+    add_scenario_args(ap)
     ap.add_argument("--policies", help="comma-separated policy names (default: every heuristic and the oracle)")
     ap.add_argument("--episodes", type=int, default=16, help="episodes per policy (default 16)")
     ap.add_argument("--seed", type=int, default=0, help="base seed; every policy sees the same episodes")
@@ -66,6 +66,8 @@ def parse_args(argv=None):
                     help=f"write tasks.csv (per-task outcomes); auto: only for runs of at most "
                          f"{PER_TASK_AUTO_MAX_EPISODES} episodes (auto)")
     ap.add_argument("--checkpoint", help="PPO checkpoint directory for --policies ppo")
+    ap.add_argument("--allow-other-scenario", action="store_true",
+                    help="--policies ppo: evaluate a checkpoint trained on another scenario (refused by default)")
     ap.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                     help="import MODULE (a module name, found in the current directory too, or a .py file path) "
                          "first; it registers policies with experiment.register; repeatable")
@@ -160,9 +162,10 @@ def main(argv=None) -> int:
         cluster = distributed.spec_from_args(args)
         for plugin in args.plugin:
             import_plugin(plugin)
-        if args.scenario is not None and args.config is not None:
-            raise ConfigError("--scenario and --config: give one of them")
-        cfg = load_config(args.config if args.scenario is None else scenario_path(args.scenario))
+        cfg = scenario_from_args(args)
+        if args.print_config:
+            print_config(cfg)
+            return 0
         names = [n.strip() for n in (args.policies.split(",") if args.policies else default_policies(cfg)) if n.strip()]
         if not names:
             raise ConfigError("--policies: no policy given; allowed: " + ", ".join(policy_names(cfg)))
@@ -175,7 +178,8 @@ def main(argv=None) -> int:
                        batch_episodes=None if batch == "auto" else batch).validate()
         if args.pool is not None and not os.path.isdir(args.pool):
             raise ConfigError(f"--pool {args.pool!r}: no such directory")
-        options = PolicyOptions(checkpoint=args.checkpoint, icl=icl_config(args), pool=args.pool)
+        options = PolicyOptions(checkpoint=args.checkpoint, icl=icl_config(args), pool=args.pool,
+                                allow_other_scenario=args.allow_other_scenario)
         if any(is_host(n, cfg) for n in names) and cluster.multi_process:
             raise ConfigError(f"--policies {args.policies}: host policies run in one process; "
                               "run them without --coordinator / outside a multi-task job")

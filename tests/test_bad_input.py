@@ -7,6 +7,7 @@ from scripts import montecarlo
 
 ACTIONS = '''
 [[actions]]
+replace = true
 name = "e"
 model = "llama-3.2-3b"
 site = "edge"
@@ -69,11 +70,11 @@ CONFIGS = [
     (HW.replace("mem_bytes = 4.8e10", 'mem_bytes = "48GB"'), "hardware[0].mem_bytes = '48GB': must be a number"),
     ("hardware = 1", "hardware: must be an array of tables"),
     ("[[models]]\nname = \"m\"\nn_params = 1e9\nn_layers = 8\nn_kv_heads = 8\nhead_dim = 64\nd_model = 512\n"
-     "quality = 0.5", "models[0].quality = 0.5: must be a table of task type = quality in [0, 1]"),
+     "quality = 0.5", "models[3].quality = 0.5: must be a table of task type = quality in [0, 1]"),
     ("[[models]]\nname = \"m\"\nn_params = 1e9\nn_layers = 8\nn_kv_heads = 8\nhead_dim = 64\nd_model = 512\n"
-     "quality = \"good\"", "models[0].quality = 'good': must be a table"),
+     "quality = \"good\"", "models[3].quality = 'good': must be a table"),
     ("[[models]]\nname = \"m\"\nn_params = 1e9\nn_layers = 8\nn_kv_heads = 8\nhead_dim = 64\nd_model = 512\n"
-     "[models.quality]\nchat = 1.5", "models[0].quality: missing task type"),
+     "[models.quality]\nchat = 1.5", "models[3].quality: missing task type"),
     (ACTIONS.replace('name = "c"', 'name = "e"'), "actions: duplicate name(s) ['e']"),
     (ACTIONS.replace('site = "cloud"', 'site = "moon"'), "actions[1].site = 'moon': unknown; allowed: edge, cloud"),
     (ACTIONS.replace('hardware = "H100-SXM"', 'hardware = "TPU"'), "actions[1].hardware = 'TPU': unknown"),

@@ -165,18 +165,27 @@ def test_config_validation_against_scenario_before_compute(env_params):
 
 
 def test_registry_checks_the_checkpoint_against_the_scenario_it_runs_on(full_run, tmp_path, capsys):
-    """jaxsim-montecarlo --policies ppo: a scenario with another number of actions is refused before any rollout
-    (exit 2, the field and the trained value named); the training scenario runs."""
+    """jaxsim-montecarlo --policies ppo: a checkpoint of another scenario is refused before any rollout (exit 2)
+    unless --allow-other-scenario; then one with another number of actions is still refused (the field and the
+    trained value named) while one with other users runs; the training scenario runs."""
     from experiment.files import save_config
     from scripts import montecarlo
     _, ckpt = full_run
     two = TINY.replace(actions=TINY.actions[:2])
     save_config(two, tmp_path / "two.toml")
-    rc = montecarlo.main(["--config", str(tmp_path / "two.toml"), "--policies", "ppo", "--checkpoint", str(ckpt),
-                          "--episodes", "1", "--out", str(tmp_path / "run")])
+    base = ["--config", str(tmp_path / "two.toml"), "--policies", "ppo", "--checkpoint", str(ckpt), "--episodes", "1"]
+    rc = montecarlo.main([*base, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "trained on another scenario" in err and "--allow-other-scenario" in err, err
+    rc = montecarlo.main([*base, "--allow-other-scenario", "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert rc == 2 and "the scenario has n_actions = 2 but the policy was trained with n_actions = 3" in err, err
     assert not (tmp_path / "run").exists()
+    save_config(TINY, tmp_path / "tiny.toml")
+    other_users = ["--config", str(tmp_path / "tiny.toml"), "--set", "topology.users_per_cell=2", "--policies", "ppo",
+                   "--checkpoint", str(ckpt), "--episodes", "1", "--out", str(tmp_path / "users")]
+    assert montecarlo.main(other_users) == 2
+    assert montecarlo.main([*other_users, "--allow-other-scenario"]) == 0
     save_config(TINY, tmp_path / "tiny.toml")
     assert montecarlo.main(["--config", str(tmp_path / "tiny.toml"), "--policies", "ppo", "--checkpoint", str(ckpt),
                             "--episodes", "1", "--out", str(tmp_path / "ok")]) == 0

@@ -69,9 +69,17 @@ def build_gguf_tokenizer(meta: dict) -> Tokenizer:
     return tok
 
 
+def _transformers():
+    """The transformers package, imported without its advisory notice that PyTorch is missing (this project uses
+    only its tokenizers and never needs torch); a user's own TRANSFORMERS_NO_ADVISORY_WARNINGS is kept."""
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    import transformers
+    return transformers
+
+
 def gguf_tokenizer(meta: dict):
     """``transformers.PreTrainedTokenizerFast`` (with chat template and bos/eos/pad/unk) from GGUF metadata."""
-    from transformers import PreTrainedTokenizerFast
+    PreTrainedTokenizerFast = _transformers().PreTrainedTokenizerFast
 
     tokens = meta["tokenizer.ggml.tokens"]
     special = {}
@@ -85,8 +93,7 @@ def gguf_tokenizer(meta: dict):
 
 def folder_tokenizer(folder: str | os.PathLike):
     """Tokenizer of a Hugging Face checkpoint folder (tokenizer.json / tokenizer_config.json, local only)."""
-    from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    return _transformers().AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
 def bytes_to_unicode() -> dict[int, str]:
