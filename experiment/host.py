@@ -20,7 +20,7 @@ from baselines.heuristics import greedy_policy
 from jaxsim import env
 from jaxsim.env import Observation
 from jaxsim.params import EnvParams
-from jaxsim.rollout import TASK_FIELDS, episode_keys, split_episode_key, split_slot_key
+from jaxsim.rollout import STEP_FIELDS, episode_keys, split_episode_key, split_slot_key
 
 
 @runtime_checkable
@@ -105,7 +105,7 @@ def _greedy(state, params: EnvParams):
 def _step(keys, state, actions, params: EnvParams):
     def one(k, s, a):
         _, s, r, _, info = env.step(split_slot_key(k)[1], s, a, params)
-        return s, r, {f: info[f] for f in TASK_FIELDS}
+        return s, r, {f: info[f] for f in STEP_FIELDS}
     return jax.vmap(one)(keys, state, actions)
 
 
@@ -152,7 +152,7 @@ def rollout_host(key, params: EnvParams, policy: HostPolicy, n_episodes: int, ba
             tasks.append(info)
         wall = time.perf_counter() - t0
         out = {"slot_reward": np.stack(rewards, 1),
-               **{f: np.stack([x[f] for x in tasks], 1) for f in TASK_FIELDS}}
+               **{f: np.stack([x[f] for x in tasks], 1) for f in STEP_FIELDS}}
         outs.append(out)
         if log is not None:
             s = policy.summary()

@@ -8,12 +8,19 @@ skips the policies already finished; an interrupted one resumes from its finishe
   config.toml, run.json                         what was run (the folder's binding: see below)
   policies/<name>/episodes.csv                  per-episode metrics
   policies/<name>/episodes.npz                  the same in float64 (the paired differences are computed from it)
-  policies/<name>/tasks.csv                     per-task outcomes and delay parts (``RunSpec.per_task``)
+  policies/<name>/tasks.csv                     per task: who, what it met, where it went, every delay part
+                                                (``RunSpec.per_task``)
+  policies/<name>/slots.csv                     per slot and server: running, queued, admitted, refused,
+                                                background, mean context (with tasks.csv)
+  policies/<name>/cdf.csv                       delay and reward quantiles at 0, 0.01, ..., 1 (with tasks.csv);
+                                                summary.json's "distributions": p50/p90/p95/p99 overall, per
+                                                type and per cell, per-cell means with t intervals
   policies/<name>/partial/                      chunks or waves finished so far (removed when the policy is done)
   policies/<name>/summary.json                  means with 95% t intervals (``jaxsim.metrics``), per task type
   policies/<name>/learning.csv                  host policies: per-episode reward, decisions/s, counters
   policies/<name>/tensorboard/                  the same as TensorBoard event files (experiment.events)
   policies/<name>/pool                          host policies with experience: the pool at the end
+  summary.csv                                   the printed table (means, t half-widths, delay/reward percentiles)
   summary.json                                  all policies, and their paired differences:
       "paired": {"<a> - <b>": {"reward": {"mean", "ci95", "n", "t95"}, "service_quality": {...}}, ...}
       for every pair of the run's policies, a listed after b: the mean of the per-episode differences
@@ -53,8 +60,9 @@ from jaxsim.config import SimConfig, config_hash
 from jaxsim.fields import ConfigError
 from jaxsim.metrics import EpisodeStats, episode_stats, episode_table, paired_ci, summarise_stats
 from jaxsim.params import EnvParams, make_params
-from jaxsim.rollout import TASK_FIELDS, rollout
+from jaxsim.rollout import SERVER_FIELDS, TASK_FIELDS, rollout
 
+from .distributions import PERCENTILES, task_distributions, write_cdfs
 from .events import EventLog
 from .files import save_config, write_csv, write_json, write_npz
 from .host import auto_batch_episodes, rollout_host
@@ -129,7 +137,7 @@ def merged_options(old: dict | None, meta: dict) -> dict:
     return {**{k: was.get(k) for k in BOUND_OPTIONS}, **{k: v for k, v in meta["options"].items() if v is not None}}
 
 
-RUN_FILES = ("config.toml", "run.json", "summary.json", "policies")      # what a run directory holds
+RUN_FILES = ("config.toml", "run.json", "summary.json", "summary.csv", "policies", "figures")  # what a run holds
 
 
 def replace_run_dir(run_dir: str) -> None:
@@ -193,18 +201,62 @@ def write_policy_results(pdir: str, stats: dict, cfg: SimConfig, extra: dict, ou
               ([e, *(f"{c[e]:.6g}" for c in cols), int(em["n_tasks"][e])] for e in range(len(em["reward"]))))
     write_npz(os.path.join(pdir, "episodes.npz"), em)
     summary = {**summarise_stats(stats, types), **extra, "actions": actions}
+    if out is not None:
+        summary["distributions"] = task_distributions(out, cfg)
+        write_cdfs(os.path.join(pdir, "cdf.csv"), out)
     write_json(os.path.join(pdir, "summary.json"), summary)
     if out is None:
         return summary
-    e_i, t_i, u_i = np.nonzero(out["mask"])
-    num = [f for f in TASK_FIELDS if f not in ("mask", "task_type", "action", "success", "refused")]
-    rows = zip(e_i, t_i, u_i, (types[k] for k in out["task_type"][e_i, t_i, u_i]),
-               (actions[k] for k in out["action"][e_i, t_i, u_i]),
-               *([f"{x:.6g}" for x in out[f][e_i, t_i, u_i]] for f in num),
-               out["success"][e_i, t_i, u_i].astype(int), out["refused"][e_i, t_i, u_i].astype(int))
-    write_csv(os.path.join(pdir, "tasks.csv"), ["episode", "slot", "user", "task_type", "action", *num, "success",
-                                                "refused"], rows)
+    write_task_table(os.path.join(pdir, "tasks.csv"), out, cfg)
+    write_server_table(os.path.join(pdir, "slots.csv"), out, cfg)
     return summary
+
+
+def _fmt(x) -> str:
+    return str(int(x)) if isinstance(x, (np.integer, int)) else f"{x:.6g}"
+
+
+def write_task_table(path: str, out: dict, cfg: SimConfig) -> None:
+    """tasks.csv: one row per task, the columns of ``jaxsim.rollout.TASK_FIELDS`` (names for the task type
+    and the action; 0/1 for refused and success), after episode, slot and user."""
+    types, actions = cfg.type_names, cfg.action_names
+    e_i, t_i, u_i = np.nonzero(out["mask"])
+    fields = [f for f in TASK_FIELDS if f != "mask"]
+    names = {"task_type": types, "action": actions}
+    cols = []
+    for f in fields:
+        v = out[f][e_i, t_i, u_i]
+        if f in names:
+            cols.append([names[f][k] for k in v])
+        elif v.dtype == bool:
+            cols.append(v.astype(int).tolist())
+        else:
+            cols.append([_fmt(x) for x in v])
+    write_csv(path, ["episode", "slot", "user", *fields], zip(e_i, t_i, u_i, *cols))
+
+
+def server_names(cfg: SimConfig) -> list[tuple[str, int | None]]:
+    """(action name, cell or None for a cloud server) of each server index, in the kernel's order."""
+    out = []
+    for a in cfg.actions:
+        out.extend([(a.name, c) for c in range(cfg.topology.n_cells)] if a.site == "edge" else [(a.name, None)])
+    return out
+
+
+def write_server_table(path: str, out: dict, cfg: SimConfig) -> None:
+    """slots.csv: one row per episode, slot and server: the server's action and cell (edge), and its state in
+    the slot after admission (``jaxsim.rollout.SERVER_FIELDS``: own running and queued sequences, admitted and
+    refused this slot, background sequences, mean context of its own running ones)."""
+    if SERVER_FIELDS[0] not in out:
+        return
+    srv = server_names(cfg)
+    e, h, v = out[SERVER_FIELDS[0]].shape
+    cols = {f: out[f].reshape(-1) for f in SERVER_FIELDS}
+    idx = np.indices((e, h, v)).reshape(3, -1)
+    rows = ([ei, ti, vi, srv[vi][0], "" if srv[vi][1] is None else srv[vi][1], *(_fmt(cols[f][k]) for f in SERVER_FIELDS)]
+            for k, (ei, ti, vi) in enumerate(idx.T))
+    write_csv(path, ["episode", "slot", "server", "action", "cell", *(f.removeprefix("srv_") for f in SERVER_FIELDS)],
+              rows)
 
 
 def run_device_policy(key, params: EnvParams, policy, pparams, spec: RunSpec, pdir: str, bar, resume: bool,
@@ -395,7 +447,23 @@ def run_policies(cfg: SimConfig, names: list[str], spec: RunSpec = RunSpec(),
     distributed.barrier("montecarlo-done")
     if writer:
         write_json(summary_path, top())
+        write_summary_table(os.path.join(run_dir, "summary.csv"), summaries)
     return run_dir, summaries
+
+
+def write_summary_table(path: str, summaries: dict[str, dict]) -> None:
+    """summary.csv: the printed table, a row per policy: means with 95% t half-widths, and the delay and reward
+    percentiles of its tasks (empty for a streamed run without per-task outputs)."""
+    pcts = [f"p{p}" for p in PERCENTILES]
+    header = ["policy", *(f"{m}_{k}" for m in ("reward", "service_quality", "delay_s", "quality") for k in ("mean", "ci95")),
+              *(f"{m}_{p}" for m in ("delay_s", "reward") for p in pcts)]
+    rows = []
+    for name, s in summaries.items():
+        d = s.get("distributions", {})
+        rows.append([name, *(f"{s[m][k]:.6g}" for m in ("reward", "service_quality", "delay_s", "quality")
+                             for k in ("mean", "ci95")),
+                     *("" if m not in d else f"{d[m][p]:.6g}" for m in ("delay_s", "reward") for p in pcts)])
+    write_csv(path, header, rows)
 
 
 # ---------------------------------------------------------------------- in memory (the figure study)

@@ -139,8 +139,10 @@ def get_obs(params: EnvParams, state: EnvState) -> Observation:
 
 @struct.dataclass
 class RadioDelays:
-    uplink_s: jnp.ndarray    # [U]
-    downlink_s: jnp.ndarray  # [U]
+    uplink_s: jnp.ndarray           # [U]
+    downlink_s: jnp.ndarray         # [U]
+    uplink_rate_bps: jnp.ndarray    # [U] the task's uplink rate: its RBs x the per-RB rate
+    downlink_rate_bps: jnp.ndarray  # [U]
 
 
 def radio_delays(params: EnvParams, state: EnvState) -> RadioDelays:
@@ -151,7 +153,8 @@ def radio_delays(params: EnvParams, state: EnvState) -> RadioDelays:
     n_ul = allocation.allocate_rbs(params, state.assoc, state.active, ul_bits, state.ul_rate_rb_bps)
     n_dl = allocation.allocate_rbs(params, state.assoc, state.active, dl_bits, state.dl_rate_rb_bps)
     return RadioDelays(allocation.transfer_time_s(ul_bits, n_ul, state.ul_rate_rb_bps),
-                       allocation.transfer_time_s(dl_bits, n_dl, state.dl_rate_rb_bps))
+                       allocation.transfer_time_s(dl_bits, n_dl, state.dl_rate_rb_bps),
+                       n_ul * state.ul_rate_rb_bps, n_dl * state.dl_rate_rb_bps)
 
 
 def task_reward(params: EnvParams, quality, delay_s, budget_s, min_quality):
@@ -166,8 +169,11 @@ def evaluate(params: EnvParams, state: EnvState, action, radio: RadioDelays | No
     action = jnp.clip(action.astype(jnp.int32), 0, params.n_actions - 1)
     tt, valid = state.task_type, state.active
     server = task_server(params, state.assoc, action)
+    load_before = inference.server_load(state.servers)[server]
     srv, entry, accepted = inference.enqueue(params, state.servers, server, valid,
                                              state.output_tokens, state.prompt_tokens)
+    queue_position = jnp.where(accepted, srv.order[server, jnp.minimum(entry, params.max_seqs - 1)], -1)
+    queued_before = srv.status == inference.QUEUED
     srv, sched, _ = inference.admit_and_schedule(params, srv)
     wait, done = inference.book(params, srv, sched, server, entry, accepted)
     prefill = inference.prefill_s(params, server, state.prompt_tokens)
@@ -192,8 +198,31 @@ def evaluate(params: EnvParams, state: EnvState, action, radio: RadioDelays | No
     info = {"delay_s": z(delay), **{k: z(parts[k]) for k in DELAY_PARTS},
             "quality": z(quality), "success": valid & ok, "reward": z(reward), "refused": refused,
             "mask": valid, "action": action, "task_type": tt,
-            "server": server, "entry": jnp.where(accepted, entry, -1)}
+            "server": server, "entry": jnp.where(accepted, entry, -1),
+            # what the task met at decision time (the per-task outputs' columns)
+            "cell": state.assoc, "prompt_tokens": z(state.prompt_tokens), "output_tokens": z(state.output_tokens),
+            "budget_s": z(budget), "min_quality": z(qmin),
+            "uplink_sinr_db": z(channel.effective_sinr_db(params, state.ul_rate_rb_bps)),
+            "downlink_sinr_db": z(channel.effective_sinr_db(params, state.dl_rate_rb_bps)),
+            "uplink_rate_bps": z(radio.uplink_rate_bps), "downlink_rate_bps": z(radio.downlink_rate_bps),
+            "server_load_seqs": jnp.where(valid, load_before, 0), "queue_position": jnp.where(valid, queue_position, -1),
+            **server_slot_info(params, srv, queued_before, server, refused)}
     return inference.advance(params, srv, sched), info
+
+
+SERVER_FIELDS = ("srv_running", "srv_queued", "srv_admitted", "srv_refused", "srv_bg_seqs", "srv_mean_context_tokens")
+
+
+def server_slot_info(params: EnvParams, srv, queued_before, server, refused) -> dict:
+    """Each server's state in the slot after admission, [V] each: own running and queued sequences, those
+    admitted this slot, the slot's tasks refused, background sequences, mean context of its own running ones."""
+    running = srv.status == inference.RUNNING
+    n_run = running.sum(-1)
+    ctx = jnp.where(running, srv.ctx_tokens, 0.0).sum(-1) / jnp.maximum(n_run, 1)
+    refused_v = jax.ops.segment_sum(refused.astype(jnp.int32), server, num_segments=params.n_servers)
+    return {"srv_running": n_run, "srv_queued": (srv.status == inference.QUEUED).sum(-1),
+            "srv_admitted": (queued_before & running).sum(-1), "srv_refused": refused_v, "srv_bg_seqs": srv.bg_seqs,
+            "srv_mean_context_tokens": ctx}
 
 
 def slot_reward(info):

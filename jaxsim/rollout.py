@@ -23,7 +23,14 @@ from . import distributed, env
 from .params import EnvParams
 
 Policy = Callable[[jax.Array, env.Observation, Any], jax.Array]
-TASK_FIELDS = ("mask", "task_type", "action", "delay_s", *env.DELAY_PARTS, "quality", "success", "reward", "refused")
+# per task [H, U] an episode: who and what it was, what it met at decision time, where it went, what it got
+TASK_FIELDS = ("mask", "cell", "task_type", "prompt_tokens", "output_tokens", "budget_s", "min_quality",
+               "uplink_sinr_db", "downlink_sinr_db", "uplink_rate_bps", "downlink_rate_bps",
+               "action", "server", "server_load_seqs", "queue_position", "refused",
+               "delay_s", *env.DELAY_PARTS, "quality", "success", "reward")
+# per server [H, V] an episode: its state in the slot after admission (env.server_slot_info)
+SERVER_FIELDS = env.SERVER_FIELDS
+STEP_FIELDS = TASK_FIELDS + SERVER_FIELDS
 
 
 # --------------------------------------------------------------------------
@@ -64,7 +71,7 @@ def run_episode(key, params: EnvParams, policy: Policy, policy_params, collect_t
         k_pol, k_step = split_slot_key(k)
         action = policy(k_pol, env.get_obs(params, state), pp)
         _, state, reward, _, info = env.step(k_step, state, action, params)
-        out = {f: info[f] for f in TASK_FIELDS} if collect_tasks else {}
+        out = {f: info[f] for f in STEP_FIELDS} if collect_tasks else {}
         return state, (reward, out)
 
     _, (rewards, tasks) = jax.lax.scan(body, state, slot_keys)
