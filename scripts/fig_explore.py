@@ -24,7 +24,7 @@ def make(study: Study) -> str:
     series = {m: [study.run(m, cfg, {**ICL, "epsilon": e, "epsilon_decay": d}) for _, e, d in pts]
               for m in ("icl", *CONTROLS)}
     sweep_figure(study, "fig4_explore", "ICL vs exploration rate", "epsilon", [p[0] for p in pts], series, refs)
-    return study.path("fig4_explore.png")
+    return study.figure_path("fig4_explore.png")
 
 
 def main(argv=None):

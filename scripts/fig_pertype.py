@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scripts.study import ICL, METHOD_COLORS, Study, figure_main, plt, save_figure, write_csv
+from scripts.study import ICL, METHOD_COLORS, Study, figure_main, plt, write_csv
 
 METHODS = ("edge_only", "cloud_small_only", "cloud_large_only", "icl", "ppo", "oracle")
 
@@ -38,10 +38,10 @@ def make(study: Study) -> str:
         axes[1].plot([t_i - 0.4, t_i + 0.4], [tt.budget_s] * 2, "k:", lw=1)
     axes[0].legend(fontsize=7)
     fig.suptitle("Per task type (dotted: quality floor / delay budget; 95% t intervals over episodes)")
-    save_figure(fig, study.path("fig6_pertype.png"))
+    study.save_figure(fig, "fig6_pertype.png")
     pyplot.close(fig)
     write_csv(study.path("fig6_pertype.csv"), ["method", "task_type", "metric", "mean", "ci95"], rows)
-    return study.path("fig6_pertype.png")
+    return study.figure_path("fig6_pertype.png")
 
 
 def main(argv=None):

@@ -7,7 +7,7 @@ Writes results/fig2_quality.png and fig2_quality.csv.
 
 from __future__ import annotations
 
-from scripts.study import HOST, ICL, METHOD_COLORS, Study, figure_main, mean_ci, plt, save_figure, write_csv
+from scripts.study import HOST, ICL, METHOD_COLORS, Study, figure_main, mean_ci, plt, write_csv
 
 METHODS = ("random", "edge_only", "cloud_small_only", "cloud_large_only", "greedy", "knn", "knn_value", "icl", "ppo",
            "oracle")
@@ -34,11 +34,11 @@ def make(study: Study) -> str:
         rows.append([m] + [f"{v:.6g}" for k in ("reward", "service_quality", "delay_s", "quality")
                            for v in mean_ci(sums[m], k)])
     fig.suptitle("Service quality, delay and quality per method (95% t intervals over episodes)")
-    save_figure(fig, study.path("fig2_quality.png"))
+    study.save_figure(fig, "fig2_quality.png")
     pyplot.close(fig)
     write_csv(study.path("fig2_quality.csv"), ["method", "reward", "reward_ci95", "service_quality", "sq_ci95",
                                                "delay_s", "delay_ci95", "quality", "quality_ci95"], rows)
-    return study.path("fig2_quality.png")
+    return study.figure_path("fig2_quality.png")
 
 
 def main(argv=None):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scripts.study import CONTROLS, ICL, METHOD_COLORS, Study, figure_main, mean_ci, plt, save_figure, write_csv
+from scripts.study import CONTROLS, ICL, METHOD_COLORS, Study, figure_main, mean_ci, plt, write_csv
 
 LEVELS = ("random", "edge_only", "cloud_small_only", "cloud_large_only", "greedy", "oracle")
 
@@ -44,10 +44,10 @@ def make(study: Study) -> str:
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower right")
     ax.set_title("Reward per episode")
-    save_figure(fig, study.path("fig1_reward.png"))
+    study.save_figure(fig, "fig1_reward.png")
     pyplot.close(fig)
     write_csv(study.path("fig1_reward.csv"), ["series", "episode", "reward", "ci95"], rows)
-    return study.path("fig1_reward.png")
+    return study.figure_path("fig1_reward.png")
 
 
 def main(argv=None):

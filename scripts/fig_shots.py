@@ -8,7 +8,7 @@ no LLM) is shown beside ICL everywhere.
 
 from __future__ import annotations
 
-from scripts.study import CONTROLS, ICL, Study, figure_main, plt, save_figure, sweep_figure
+from scripts.study import CONTROLS, ICL, Study, figure_main, plt, sweep_figure
 
 
 SHOTS = ([0, 6, 12], [0, 3, 6, 12, 24])      # quick, full; the value form shows shots // 3 of each action
@@ -27,9 +27,9 @@ def make(study: Study) -> str:
     sweep_figure(study, "fig3_pool", "ICL vs experience-pool size", "pool capacity (records)", pools,
                  {m: [study.run(m, cfg, {**ICL, "pool_size": n}) for n in pools] for m in ("icl", *CONTROLS)},
                  refs, a2, fig)
-    save_figure(fig, study.path("fig3_shots.png"))
+    study.save_figure(fig, "fig3_shots.png")
     pyplot.close(fig)
-    return study.path("fig3_shots.png")
+    return study.figure_path("fig3_shots.png")
 
 
 def main(argv=None):

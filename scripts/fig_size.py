@@ -11,7 +11,7 @@ registered model whose weights are installed (``icl.llm.installed()``); ``--mode
 from __future__ import annotations
 
 
-from scripts.study import CONTROLS, HOST, ICL, Study, plt, save_figure, study_args, sweep_figure
+from scripts.study import CONTROLS, HOST, ICL, Study, plt, study_args, sweep_figure
 
 
 def make(study: Study, models: list[str] | None = None) -> str:
@@ -28,9 +28,9 @@ def make(study: Study, models: list[str] | None = None) -> str:
     series = {m: [study.run(m, study.scenario(users_per_cell=u), ICL if m in HOST else None)
                   for u in users] for m in ("icl", *CONTROLS, "greedy", "oracle")}
     sweep_figure(study, "fig5_network_size", "ICL vs network size", "users per cell", users, series, {}, a2, fig)
-    save_figure(fig, study.path("fig5_size.png"))
+    study.save_figure(fig, "fig5_size.png")
     pyplot.close(fig)
-    return study.path("fig5_size.png")
+    return study.figure_path("fig5_size.png")
 
 
 def main(argv=None):

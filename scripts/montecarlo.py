@@ -5,6 +5,7 @@
     jaxsim-montecarlo --scenario tiny --policies icl,knn --episodes 2      # a first ICL try, under a minute
     jaxsim-montecarlo --set episode.horizon=20 --set topology.users_per_cell=4 --print-config
     jaxsim-montecarlo --policies icl,knn --model smollm2-135m --shots 8 --select ranked --epsilon 0.1
+    jaxsim-montecarlo --config mine.toml --plot png,pdf     # and its figures (python -m scripts.plot RUN_DIR)
 
 Writes a run directory (``experiment.runs``: config, per-episode and per-task CSVs, summaries with 95%
 Student-t intervals and every pair's paired difference, the learning log and pool of host policies; every file
@@ -30,6 +31,8 @@ import sys
 import traceback
 
 from experiment import PolicyOptions, RunSpec, default_policies, is_host, policy_names, run_policies
+from experiment.plotting import parse_formats
+from experiment.run_plots import plot_run
 from experiment.runs import PER_TASK_AUTO_MAX_EPISODES
 from experiment.scenario_args import add_scenario_args, print_config, scenario_from_args
 from icl.policy import ICLConfig
@@ -65,6 +68,9 @@ def parse_args(argv=None):
     ap.add_argument("--per-task", choices=("auto", "on", "off"), default="auto",
                     help=f"write tasks.csv (per-task outcomes); auto: only for runs of at most "
                          f"{PER_TASK_AUTO_MAX_EPISODES} episodes (auto)")
+    ap.add_argument("--plot", nargs="?", const="png", metavar="FORMATS",
+                    help="draw the run's figures into <out>/figures at the end (scripts.plot), in these "
+                    "comma-separated formats: png, pdf, svg (default png)")
     ap.add_argument("--checkpoint", help="PPO checkpoint directory for --policies ppo")
     ap.add_argument("--allow-other-scenario", action="store_true",
                     help="--policies ppo: evaluate a checkpoint trained on another scenario (refused by default)")
@@ -172,6 +178,7 @@ def main(argv=None) -> int:
         for n in names:
             is_host(n, cfg)                                  # unknown names: an error naming the allowed ones
         check_model(names, args.model)
+        formats = parse_formats(args.plot) if args.plot is not None else None
         batch = positive_or_auto("--batch-episodes", args.batch_episodes)
         spec = RunSpec(episodes=args.episodes, seed=args.seed, chunk=positive_or_auto("--chunk", args.chunk),
                        per_task=None if args.per_task == "auto" else args.per_task == "on",
@@ -194,6 +201,9 @@ def main(argv=None) -> int:
     print(f"\n{args.episodes} episodes x {cfg.episode.horizon} slots per policy; 95% t intervals over episodes; "
           f"results in {run_dir}")
     print_table(summaries)
+    if formats is not None:
+        written = plot_run(run_dir, formats, log=lambda m: print(m, file=sys.stderr))
+        print(f"figures: {', '.join(written)} in {os.path.join(run_dir, 'figures')} ({', '.join(formats)})")
     return 0
 
 

@@ -34,18 +34,20 @@ STEPS = (("fig1 reward per episode", fig_reward.make), ("fig2 service quality", 
 FIGURES = ("fig1_reward", "fig2_quality", "fig3_shots", "fig4_explore", "fig5_size", "fig6_pertype")
 
 
-def publish_figures(out_dir: str, figures_dir: str) -> None:
-    """Copy the six PNG figures into ``figures_dir`` (each atomically: written beside, then renamed)."""
+def publish_figures(out_dir: str, figures_dir: str, formats: tuple[str, ...] = ("png",)) -> None:
+    """Copy the six figures, in each format, into ``figures_dir`` (each atomically: written beside, then
+    renamed)."""
     os.makedirs(figures_dir, exist_ok=True)
     for name in FIGURES:
-        tmp = os.path.join(figures_dir, f".{name}.png.tmp")
-        shutil.copyfile(os.path.join(out_dir, f"{name}.png"), tmp)
-        os.replace(tmp, os.path.join(figures_dir, f"{name}.png"))
+        for fmt in formats:
+            tmp = os.path.join(figures_dir, f".{name}.{fmt}.tmp")
+            shutil.copyfile(os.path.join(out_dir, f"{name}.{fmt}"), tmp)
+            os.replace(tmp, os.path.join(figures_dir, f"{name}.{fmt}"))
 
 
 def _options(ap) -> None:
     ap.add_argument("--figures", default=os.path.join("docs", "figures"),
-                    help="folder the six PNG figures are copied into (docs/figures; '' skips)")
+                    help="folder the six figures are copied into (docs/figures; '' skips)")
     ap.add_argument("--readme", help="markdown file whose comparison and claims blocks are replaced")
 
 
@@ -63,7 +65,7 @@ def main(argv=None, lm=None) -> dict:
             bar.set_postfix_str(name)
             done[name] = make(study)
     if args.figures:
-        publish_figures(study.out_dir, args.figures)
+        publish_figures(study.out_dir, args.figures, study.formats)
     if args.readme:
         update_block(args.readme, done["comparison table"], compare_table.START, compare_table.END)
         update_block(args.readme, done["paper's claims"], claims.START, claims.END)
@@ -71,7 +73,7 @@ def main(argv=None, lm=None) -> dict:
           + (f", figures in {args.figures}/" if args.figures else "") + (f", {args.readme} updated" if args.readme else ""))
     for name, out in done.items():
         text_file = study.path("claims.md" if name == "paper's claims" else "comparison.md")
-        print(f"  {name}: {out if isinstance(out, str) and out.endswith('.png') else text_file}")
+        print(f"  {name}: {out if isinstance(out, str) and out.endswith(study.formats) else text_file}")
     print()
     print(done["comparison table"])
     print(done["paper's claims"])

@@ -4,7 +4,9 @@ A :class:`Study` fixes the scenario size (``--quick``: a small network and few e
 minutes on a 2-core CPU; full: DESIGN.md's default scenario, 20 episodes), the seed, the deciding
 LLM, and a results folder. Every run is cached there as JSON (``runs/<key>.json``, written
 atomically), so a rerun or an interrupted reproduction recomputes nothing already finished.
-Figures are written as PNG with the numbers behind them as CSV.
+Figures are written as PNG (``--format png,pdf,svg`` for others) with the numbers behind them as CSV.
+``--config FILE`` / ``--scenario NAME`` / ``--set section.field=value`` run the figures on a user's scenario,
+as given (``--quick`` then only sets the episode count).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import io
 import json
 import os
 import time
@@ -23,14 +24,14 @@ import jax
 import numpy as np
 
 from experiment.files import atomic_write_bytes, write_csv
+from experiment.plotting import METHOD_COLORS, parse_formats, plt, save_figure  # noqa: F401 (figure scripts')
+from experiment.scenario_args import add_scenario_args, print_config, scenario_from_args
 from jaxsim.config import EpisodeConfig, SimConfig, TopologyConfig, config_to_dict
+from jaxsim.fields import ConfigError
 from jaxsim.metrics import episode_metrics, paired_ci, summarise
 from jaxsim.params import make_params
 from jaxsim.rollout import rollout
 
-METHOD_COLORS = {"random": "#999999", "edge_only": "#1f77b4", "cloud_small_only": "#17becf",
-                 "cloud_large_only": "#2ca02c", "greedy": "#ff7f0e", "knn": "#8c564b", "knn_value": "#e377c2",
-                 "icl": "#d62728", "ppo": "#9467bd", "oracle": "#000000"}
 # the ICL settings of every figure (the rest are ``icl.policy.ICLConfig``'s defaults: the value form, 6 shots,
 # the contrast rule), used by ICL and by its no-LLM controls alike
 ICL = {"select": "nearest", "epsilon": 0.1}
@@ -47,14 +48,19 @@ class Study:
     lm: Any = None                       # a loaded icl.llm.LanguageModel (tests pass a tiny one)
     episodes: int | None = None          # override the preset
     tiny: bool = False                   # tests: 1 cell x 2 users, 4 slots, 2-point sweeps
+    base: SimConfig | None = None        # a user's scenario (--config/--scenario/--set), used as given
+    base_name: str = "own"               # its name in labels: the preset's or the file's
+    formats: tuple[str, ...] = ("png",)  # the figures' file formats (--format)
     cache: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------------ presets
     def scenario(self, users_per_cell: int | None = None) -> SimConfig:
-        """Quick: 2 cells x 3 users, 8-slot episodes (sized so that ``make run`` takes about 10 minutes on 2
-        cores); full: the default scenario."""
-        cfg = SimConfig()
-        if self.tiny:
+        """A user's scenario (``base``) as given; else quick: 2 cells x 3 users, 8-slot episodes (sized so that
+        ``make run`` takes about 10 minutes on 2 cores); full: the default scenario."""
+        cfg = SimConfig() if self.base is None else self.base
+        if self.base is not None:
+            pass                             # a user's scenario is not resized
+        elif self.tiny:
             # 2 users per cell: the first point of the network-size sweep, so fig5 reuses fig1's runs there
             cfg = cfg.replace(topology=TopologyConfig(n_cells=1, users_per_cell=2), episode=EpisodeConfig(horizon=4))
         elif self.quick:
@@ -66,7 +72,7 @@ class Study:
     def label(self) -> str:
         """The scenario in words, e.g. "quick scenario (2 cells x 3 users, 8 slots)"."""
         c = self.scenario()
-        kind = "tiny" if self.tiny else "quick" if self.quick else "default"
+        kind = self.base_name if self.base is not None else "tiny" if self.tiny else "quick" if self.quick else "default"
         return f"{kind} scenario ({c.topology.n_cells} cells x {c.topology.users_per_cell} users, {c.episode.horizon} slots)"
 
     @property
@@ -81,6 +87,14 @@ class Study:
         p = os.path.join(self.out_dir, *parts)
         os.makedirs(os.path.dirname(p), exist_ok=True)
         return p
+
+    def figure_path(self, name: str) -> str:
+        """The path of figure ``name`` (e.g. "fig1_reward.png") in the first of the study's formats."""
+        return self.path(f"{os.path.splitext(name)[0]}.{self.formats[0]}")
+
+    def save_figure(self, fig, name: str) -> str:
+        """Write figure ``name`` into the results folder in each of the study's formats; returns the first."""
+        return save_figure(fig, self.path(name), self.formats)[0]
 
     def language_model(self, name: str | None = None):
         name = name or self.model
@@ -154,19 +168,6 @@ def icl_label(study: Study) -> str:
 
 
 # ---------------------------------------------------------------------- output helpers
-def save_figure(fig, path: str) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as pyplot
-    return pyplot
-
-
 def mean_ci(s: dict, metric: str = "reward") -> tuple[float, float]:
     """(mean, 95% t half-width; 0 where undefined) of one run's metric."""
     m = s[metric]
@@ -194,11 +195,26 @@ def study_args(description: str, argv=None, extra=None) -> tuple[argparse.Namesp
     ap.add_argument("--out", default="results", help="results folder (default results/)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", default="smollm2-135m", help="deciding LLM (registered name, .gguf or folder)")
-    ap.add_argument("--episodes", type=int, help="episodes per point (default 4 quick, 20 full)")
+    ap.add_argument("--episodes", type=int, help="episodes per point (default 3 quick, 20 full)")
+    ap.add_argument("--format", default="png", help="figure formats, comma-separated: png, pdf, svg (default png)")
+    add_scenario_args(ap)
     args = ap.parse_args(argv)
     if args.episodes is not None and args.episodes < 2:
         ap.error(f"--episodes = {args.episodes}: allowed >= 2 (confidence intervals need two)")
-    return args, Study(args.out, args.quick, args.seed, args.model, episodes=args.episodes)
+    try:
+        formats = parse_formats(args.format)
+        named = args.config is not None or args.scenario is not None or bool(args.set_fields)
+        base = scenario_from_args(args) if named else None
+    except ConfigError as e:
+        ap.error(str(e))
+    if args.print_config:
+        print_config(base if base is not None else Study(args.out, args.quick).scenario())
+        raise SystemExit(0)
+    name = args.scenario or (os.path.splitext(os.path.basename(args.config))[0] if args.config else "default")
+    if args.set_fields:
+        name += " (" + ", ".join(args.set_fields) + ")"
+    return args, Study(args.out, args.quick, args.seed, args.model, episodes=args.episodes, base=base,
+                       base_name=name, formats=formats)
 
 
 def sweep_figure(study: Study, name: str, title: str, xlabel: str, xs: list, series: dict[str, list[dict]],
@@ -228,7 +244,7 @@ def sweep_figure(study: Study, name: str, title: str, xlabel: str, xs: list, ser
     ax.legend(fontsize=7)
     write_csv(study.path(f"{name}.csv"), ["series", "x", "reward", "ci95"], rows)
     if own:
-        save_figure(fig, study.path(f"{name}.png"))
+        study.save_figure(fig, f"{name}.png")
         pyplot.close(fig)
     return ax
 
