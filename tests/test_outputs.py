@@ -81,3 +81,9 @@ def test_task_and_slot_tables_agree_with_each_other(run, policy):
     if policy == "edge_only":
         assert any(int(s["refused"]) > 0 for s in slots) and any(int(s["queued"]) > 0 for s in slots)
     assert np.mean([int(s["running"]) > 0 for s in slots]) > 0.2
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    from experiment import files
+    files.atomic_write_bytes(tmp_path / "x.csv", b"a\n")
+    assert (tmp_path / "x.csv").stat().st_mode & 0o777 == 0o666 & ~files._UMASK
