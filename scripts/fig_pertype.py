@@ -37,7 +37,7 @@ def make(study: Study) -> str:
         axes[0].plot([t_i - 0.4, t_i + 0.4], [tt.min_quality] * 2, "k:", lw=1)
         axes[1].plot([t_i - 0.4, t_i + 0.4], [tt.budget_s] * 2, "k:", lw=1)
     axes[0].legend(fontsize=7)
-    fig.suptitle("Per task type (dotted: quality floor / delay budget; 95% t intervals over episodes)")
+    fig.suptitle(f"Per task type (dotted: quality floor / delay budget)\n{study.caption()}")
     study.save_figure(fig, "fig6_pertype.png")
     pyplot.close(fig)
     write_csv(study.path("fig6_pertype.csv"), ["method", "task_type", "metric", "mean", "ci95"], rows)

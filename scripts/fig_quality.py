@@ -33,7 +33,7 @@ def make(study: Study) -> str:
     for m in METHODS:
         rows.append([m] + [f"{v:.6g}" for k in ("reward", "service_quality", "delay_s", "quality")
                            for v in mean_ci(sums[m], k)])
-    fig.suptitle("Service quality, delay and quality per method (95% t intervals over episodes)")
+    fig.suptitle(f"Service quality, delay and quality per method\n{study.caption()}")
     study.save_figure(fig, "fig2_quality.png")
     pyplot.close(fig)
     write_csv(study.path("fig2_quality.csv"), ["method", "reward", "reward_ci95", "service_quality", "sq_ci95",

@@ -43,7 +43,7 @@ def make(study: Study) -> str:
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower right")
-    ax.set_title("Reward per episode")
+    ax.set_title(f"Reward per episode (bands: the levels' 95% t intervals)\n{study.caption()}", fontsize=8)
     study.save_figure(fig, "fig1_reward.png")
     pyplot.close(fig)
     write_csv(study.path("fig1_reward.csv"), ["series", "episode", "reward", "ci95"], rows)

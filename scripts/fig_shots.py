@@ -27,6 +27,7 @@ def make(study: Study) -> str:
     sweep_figure(study, "fig3_pool", "ICL vs experience-pool size", "pool capacity (records)", pools,
                  {m: [study.run(m, cfg, {**ICL, "pool_size": n}) for n in pools] for m in ("icl", *CONTROLS)},
                  refs, a2, fig)
+    fig.suptitle(study.caption(), fontsize=8)
     study.save_figure(fig, "fig3_shots.png")
     pyplot.close(fig)
     return study.figure_path("fig3_shots.png")

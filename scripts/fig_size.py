@@ -28,6 +28,7 @@ def make(study: Study, models: list[str] | None = None) -> str:
     series = {m: [study.run(m, study.scenario(users_per_cell=u), ICL if m in HOST else None)
                   for u in users] for m in ("icl", *CONTROLS, "greedy", "oracle")}
     sweep_figure(study, "fig5_network_size", "ICL vs network size", "users per cell", users, series, {}, a2, fig)
+    fig.suptitle(study.caption(), fontsize=8)
     study.save_figure(fig, "fig5_size.png")
     pyplot.close(fig)
     return study.figure_path("fig5_size.png")

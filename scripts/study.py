@@ -75,6 +75,10 @@ class Study:
         kind = self.base_name if self.base is not None else "tiny" if self.tiny else "quick" if self.quick else "default"
         return f"{kind} scenario ({c.topology.n_cells} cells x {c.topology.users_per_cell} users, {c.episode.horizon} slots)"
 
+    def caption(self) -> str:
+        """What every figure states: the scenario, episodes per point and the interval type."""
+        return f"{self.label()}; {self.n_episodes} episodes a point, 95% t intervals over episodes"
+
     @property
     def n_episodes(self) -> int:
         return self.episodes or (2 if self.tiny else 3 if self.quick else 20)
@@ -240,7 +244,7 @@ def sweep_figure(study: Study, name: str, title: str, xlabel: str, xs: list, ser
     ax.set_xticks(pos, [str(x) for x in xs])
     ax.set_xlabel(xlabel)
     ax.set_ylabel("mean slot reward")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(f"{title}\n{study.caption()}" if own else title, fontsize=8 if own else 9)   # shared: suptitle
     ax.legend(fontsize=7)
     write_csv(study.path(f"{name}.csv"), ["series", "x", "reward", "ci95"], rows)
     if own:
