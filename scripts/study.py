@@ -57,9 +57,9 @@ class Study:
     def scenario(self, users_per_cell: int | None = None) -> SimConfig:
         """A user's scenario (``base``) as given; else quick: 2 cells x 3 users, 8-slot episodes (sized so that
         ``make run`` takes about 10 minutes on 2 cores); full: the default scenario."""
-        cfg = SimConfig() if self.base is None else self.base
+        cfg = SimConfig()
         if self.base is not None:
-            pass                             # a user's scenario is not resized
+            cfg = self.base                  # a user's scenario is not resized
         elif self.tiny:
             # 2 users per cell: the first point of the network-size sweep, so fig5 reuses fig1's runs there
             cfg = cfg.replace(topology=TopologyConfig(n_cells=1, users_per_cell=2), episode=EpisodeConfig(horizon=4))
