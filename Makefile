@@ -4,7 +4,7 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 
-.PHONY: install install-models install-test run test montecarlo
+.PHONY: install install-models install-test install-serve run test test-serving montecarlo
 
 install:
 	$(PIP) install -q -e .
@@ -19,6 +19,15 @@ install-models: install
 install-test: install
 	$(PIP) install -q -e '.[test]'
 
+# llama.cpp's server (the `serve` extra), built from source. Its default build (GGML_NATIVE: every feature of this
+# CPU) compiles for ~24 min on 2 loaded cores and then segfaults in its AMX matrix multiply
+# (ggml_backend_amx_mul_mat) at the first decode on any model; with AMX off and the AVX-512 set named it
+# compiles in ~4 min and answers correctly. Set CMAKE_ARGS yourself to build for another CPU (e.g. an ARM one).
+SERVE_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON \
+	-DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+install-serve: install-test
+	CMAKE_ARGS="$${CMAKE_ARGS:-$(SERVE_CMAKE_ARGS)}" $(PIP) install -q -e '.[serve]'
+
 run: install-models
 	$(PYTHON) -m scripts.reproduce --readme README.md
 
@@ -27,3 +36,7 @@ montecarlo: install
 
 test: install-test
 	$(PYTHON) -m pytest -q -n auto --maxprocesses 4 tests
+
+# the endpoint backend against a real llama.cpp server (tests/test_serving.py; they skip without the extra)
+test-serving: install-serve
+	$(PYTHON) -m pytest -q -rs tests/test_serving.py tests/test_endpoint.py

@@ -28,6 +28,7 @@ import numpy as np
 from jaxsim.config import SimConfig
 from jaxsim.fields import bounded, check_fields, flag, one_of
 
+from .llm.backend import as_backend
 from .pool import STRATEGIES, ExperiencePool
 from .prompt import BASE_FEATURES, N_GRADES, PromptBuilder, ValuePrompts, grade_reward, reward_grade, task_features
 
@@ -38,8 +39,13 @@ VALUE_RULES = ("expected", "contrast")
 
 @dataclass(frozen=True)
 class ICLConfig:
-    model: str = "smollm2-135m"                          # registered name, .gguf path or checkpoint folder
-    shots: int = bounded(6, 0, 256, integer=True)        # demonstrations per prompt (value: shots // actions each)
+    model: str = "smollm2-135m"                          # registered name, .gguf path or checkpoint folder; with
+                                                         # an endpoint, the server's model name
+    endpoint: str = ""                                   # "" = the Flax runtime; else an OpenAI-compatible base URL
+    max_in_flight: int = bounded(4, 1, 256, integer=True)   # endpoint: requests in flight at once
+    shots: int = bounded(6, 0, 256, integer=True)        # demonstrations per prompt (value: the total, see below)
+    shots_per_action: int = bounded(0, 0, 256, integer=True)  # value form and twin: records per action; 0 = from
+                                                         # shots: max(shots // actions, min(shots, 2))
     select: str = one_of("nearest", STRATEGIES)
     epsilon: float = bounded(0.1, 0.0, 1.0)              # exploration probability
     epsilon_decay: float = bounded(1.0, 0.0, 1.0, lo_open=True)   # epsilon x decay^episode
@@ -68,6 +74,14 @@ class ICLConfig:
         """Demonstrations selected per action (the value form and its kNN twin)."""
         return self.decide == "value"
 
+    def records_per_action(self, n_actions: int) -> int:
+        """Records of each action in a value prompt: ``shots_per_action``, or ``shots`` shared over the actions
+        but never fewer than two (with many actions one record each would leave the decision to the model's
+        prior)."""
+        if self.shots_per_action:
+            return self.shots_per_action
+        return max(self.shots // n_actions, min(self.shots, 2))
+
 
 class DemoPolicy:
     """Pool, selection, exploration and bookkeeping shared by the ICL policy and the kNN control; a host policy
@@ -91,7 +105,8 @@ class DemoPolicy:
     def select(self, feats: np.ndarray, types: np.ndarray) -> list:
         c = self.cfg
         if self.per_action:
-            return self.pool.select_per_action(c.select, c.shots // self.n_actions, feats, types, self.n_actions,
+            return self.pool.select_per_action(c.select, c.records_per_action(self.n_actions), feats, types,
+                                               self.n_actions,
                                                len(BASE_FEATURES), self.rng, c.tau)
         return self.pool.select(c.select, c.shots, feats, types, self.rng, c.tau)
 
@@ -219,30 +234,30 @@ class ICLPolicy(DemoPolicy):
     name = "icl"
 
     def __init__(self, sim_cfg: SimConfig, cfg: ICLConfig, lm=None, pool: ExperiencePool | None = None):
+        """lm: a backend (``icl.llm.backend``), a loaded ``LanguageModel``, or None: loaded from ``cfg`` (the
+        Flax runtime on ``cfg.model``, or the server at ``cfg.endpoint``)."""
         super().__init__(sim_cfg, cfg, pool)
         if lm is None:
-            from .llm import LanguageModel
-            lm = LanguageModel.load(cfg.model, dtype=cfg.dtype)
-        self.lm = lm
+            from .llm.backend import load_backend
+            lm = load_backend(cfg.model, dtype=cfg.dtype, endpoint=cfg.endpoint, max_in_flight=cfg.max_in_flight)
+        self.llm = lm = as_backend(lm)
         self.per_action = cfg.per_action
         self.stats.update({"prompt_tokens": 0, "llm_calls": 0, "llm_s": 0.0})
         if cfg.decide == "value":
             self.values = ValuePrompts(sim_cfg, cfg.describe)
-            self.grade_ids = [lm.encode(str(g), special=False)[0] for g in range(N_GRADES)]
-            if any(len(lm.encode(str(g), special=False)) != 1 for g in range(N_GRADES)):
-                raise ValueError(f"model {cfg.model!r}: the grades 0-9 must be single tokens for decide = value")
+            self.grades = [str(g) for g in range(N_GRADES)]
             self.needs_fallback = False
             self.value_bias = np.zeros((self.n_actions, N_GRADES))
             if cfg.calibrate:
                 # content-free calibration per action: the grades each branch gets with no record and no task
-                self.value_bias = lm.branch_logprobs(
-                    ["N/A"], [[f" load N/A -> {a}:" for a in sim_cfg.action_names]], self.grade_ids,
+                self.value_bias = lm.grade_logprobs(
+                    ["N/A"], [[f" load N/A -> {a}:" for a in sim_cfg.action_names]], self.grades,
                     prefix=self.values.prefix)[0]
             return
-        has_template = getattr(lm.tokenizer, "chat_template", None)
+        has_template = lm.chat_template
         wrap = (lambda s: lm.chat_prompt(s)) if has_template else (lambda s: s + "\nAnswer:")
         self.candidates = list(sim_cfg.action_names) if has_template else [" " + a for a in sim_cfg.action_names]
-        self.prompts = PromptBuilder(sim_cfg, lambda s: len(lm.encode(s)), wrap, cfg.max_prompt_tokens)
+        self.prompts = PromptBuilder(sim_cfg, lm.count_tokens, wrap, cfg.max_prompt_tokens)
         self.needs_fallback = cfg.decide == "generate"      # the runner then passes greedy's actions
         self.bias = np.zeros(len(self.candidates))
         if cfg.calibrate:
@@ -271,13 +286,13 @@ class ICLPolicy(DemoPolicy):
             prompts.append(vp.prompt(lines, f, t))
         branches = [[vp.branch(f, a) for a in range(self.n_actions)] for f in feats]
         t0 = time.perf_counter()
-        lp = self.lm.branch_logprobs(prompts, branches, self.grade_ids, prefix=vp.prefix, max_rows=self.cfg.max_rows)
+        tok0 = self.llm.stats["prompt_tokens"]
+        lp = self.llm.grade_logprobs(prompts, branches, self.grades, prefix=vp.prefix, max_rows=self.cfg.max_rows)
         self.stats["llm_s"] += time.perf_counter() - t0
         self.stats["llm_calls"] += 1
-        # tokens computed per decision: the prompt after the cached prefix, and the branches
-        n_pre = len(self.lm.encode(vp.prefix))
-        self.stats["prompt_tokens"] += sum(len(self.lm.encode(vp.prefix + p)) - n_pre for p in prompts) + sum(
-            len(self.lm.encode(b, special=False)) for bs in branches for b in bs)
+        # tokens computed per decision (Flax: the prompt after the cached prefix, and the branches; a server:
+        # the prompt tokens it reports)
+        self.stats["prompt_tokens"] += self.llm.stats["prompt_tokens"] - tok0
         return lp
 
     def choose(self, feats, types, demos, fallback):
@@ -300,7 +315,7 @@ class ICLPolicy(DemoPolicy):
         out = np.empty(len(prompts), np.int32)
         t0 = time.perf_counter()
         if self.cfg.decide == "generate":
-            texts = self.lm.generate(prompts, self.cfg.max_new_tokens, stop=["\n"])
+            texts = self.llm.generate(prompts, self.cfg.max_new_tokens, stop=["\n"])
             for i, text in enumerate(texts):
                 a = self.parse_answer(text)
                 if a is None:
@@ -309,7 +324,7 @@ class ICLPolicy(DemoPolicy):
             self.stats["llm_calls"] += 1
             groups = {}
         for idx in groups.values():
-            lp = self.lm.score([prompts[i] for i in idx], self.candidates) - self.bias
+            lp = self.llm.score([prompts[i] for i in idx], self.candidates) - self.bias
             out[idx] = lp.argmax(1)
             self.stats["llm_calls"] += 1
         self.stats["llm_s"] += time.perf_counter() - t0
@@ -335,7 +350,9 @@ class ICLPolicy(DemoPolicy):
         s["dropped_demos"] = dropped
         s["fallback_share"] = s["fallbacks"] / asked
         s["model"] = self.cfg.model
-        s["n_params"] = int(getattr(self.lm, "n_params", 0))
+        s["n_params"] = int(self.llm.n_params)
+        s["backend"] = self.llm.info()
+        s["floor_share"] = self.llm.stats["floor_grades"] / max(self.llm.stats["grade_slots"], 1)
         return s
 
 

@@ -2,6 +2,7 @@
 
     python -m scripts.bench_icl                       # default design (value), SmolLM2-135M, ~10 min on 2 cores
     python -m scripts.bench_icl --designs value,value-describe,action --queries 150
+    python -m scripts.bench_icl --llm-endpoint http://127.0.0.1:8080/v1 --llm-model smollm2-135m   # a server
 
 Queries: ``--queries`` tasks drawn (seeded) from the states that the greedy heuristic reaches over
 ``--query-episodes`` episodes of the scenario; each carries the reward every action would earn, from the
@@ -38,6 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from baselines.heuristics import greedy_policy
+from experiment.llm_args import add_llm_args, check_llm_args, llm_fields
+from icl.llm.backend import as_backend
 from icl.policy import ICLConfig, ICLPolicy, KNNPolicy, KNNValuePolicy, value_estimates
 from icl.pool import ExperiencePool
 from icl.prompt import BASE_FEATURES
@@ -133,6 +136,8 @@ def run_design(design: str, pol, q: Queries, pool: ExperiencePool, warm: int = 8
     pol.pool = pool
     feats, types = q.feats, q.types
     fb = q.greedy
+    if isinstance(pol, ICLPolicy) and pol.llm.kind == "endpoint":
+        warm = 0                               # nothing compiles, and warm-up answers would be cached
     if warm:                                   # compile the shapes first: decisions/s is the steady state
         pol.choose(feats[:warm], types[:warm], pol.select(feats[:warm], types[:warm]), fb[:warm])
     tok0, c0 = pol.stats.get("prompt_tokens", 0), compile_counts()["compiles"]
@@ -150,6 +155,33 @@ def run_design(design: str, pol, q: Queries, pool: ExperiencePool, warm: int = 8
     if isinstance(pol, ICLPolicy):
         m["prompt_tokens"] = (pol.stats["prompt_tokens"] - tok0) / len(types)
     return m, lp
+
+
+def flax_reference(cfg, icfg: ICLConfig, q: Queries, pool: ExperiencePool, endpoint_lp: np.ndarray,
+                   endpoint_row: dict, out) -> dict:
+    """The same design on the same queries and pool through the embedded Flax runtime on the same model (when
+    its weights are on this machine): its decisions/s, and how far the endpoint's answers are from it."""
+    from icl.llm.endpoint import local_tokenizer
+    if local_tokenizer(icfg.model) is None:
+        out(f"\nno Flax reference: the weights of {icfg.model!r} are not on this machine")
+        return {}
+    from icl.llm.backend import load_backend
+    pol = ICLPolicy(cfg, dataclasses.replace(icfg, endpoint=""), lm=load_backend(icfg.model))
+    m, lp = run_design("flax", pol, q, pool)
+    v_flax = value_estimates(lp, icfg.value_rule).argmax(-1)
+    v_end = value_estimates(endpoint_lp, icfg.value_rule).argmax(-1)
+    p_flax, p_end = np.exp(lp), np.exp(endpoint_lp)
+    ref = {"flax_decisions_per_s": m["decisions_per_s"], "flax_mean_reward": m["mean_reward"],
+           "flax_agreement": float((v_flax == v_end).mean()),
+           "grade_logprob_median_abs_diff": float(np.median(np.abs(lp - endpoint_lp))),
+           "grade_prob_max_abs_diff": float(np.abs(p_flax - p_end).max()),
+           "endpoint_vs_flax_speed": endpoint_row["decisions_per_s"] / m["decisions_per_s"]}
+    out(f"\nFlax runtime on the same model: {m['decisions_per_s']:.3g} decisions/s (endpoint "
+        f"{endpoint_row['decisions_per_s']:.3g}), mean reward {m['mean_reward']:.3f} (endpoint "
+        f"{endpoint_row['mean_reward']:.3f}); decisions agree on {ref['flax_agreement']:.1%}; grade log-probs differ "
+        f"by {ref['grade_logprob_median_abs_diff']:.3f} (median), probabilities by at most "
+        f"{ref['grade_prob_max_abs_diff']:.3f}")
+    return ref
 
 
 def design_config(design: str, base: ICLConfig) -> ICLConfig:
@@ -176,10 +208,16 @@ def print_rows(title: str, rows: dict, file=sys.stdout) -> None:
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_scenario_args(ap)
-    ap.add_argument("--model", default="smollm2-135m", help="deciding LLM (smollm2-135m)")
+    add_llm_args(ap, "smollm2-135m")
+    ap.add_argument("--flax-reference", action=argparse.BooleanOptionalAction, default=True,
+                    help="with --llm-endpoint: also decide the random pool's queries with the embedded Flax runtime "
+                    "on the same model (when its weights are here): decisions/s of both, agreement, grade "
+                    "log-probability difference (on)")
     ap.add_argument("--designs", default="value,value-expected", help=f"comma-separated, of {', '.join(DESIGNS)}; "
                     "the first is the JSON line's (value,value-expected)")
     ap.add_argument("--shots", type=int, default=ICLConfig.shots, help=f"demonstrations per prompt ({ICLConfig.shots})")
+    ap.add_argument("--shots-per-action", type=int, default=0,
+                    help="value: records of each action (0: max(shots // actions, 2))")
     ap.add_argument("--select", default="nearest", help="demonstration selection (nearest)")
     ap.add_argument("--queries", type=int, default=320, help="query tasks (320)")
     ap.add_argument("--query-episodes", type=int, default=20, help="greedy episodes the queries come from (20)")
@@ -209,7 +247,9 @@ def main(argv=None, lm=None) -> dict:
         if args.print_config:
             print_config(cfg)
             raise SystemExit(0)
-        base = ICLConfig(model=args.model, shots=args.shots, select=args.select, epsilon=0.0, seed=args.seed).validate()
+        check_llm_args(args)
+        base = ICLConfig(**llm_fields(args), shots=args.shots, shots_per_action=args.shots_per_action,
+                         select=args.select, epsilon=0.0, seed=args.seed).validate()
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2)
@@ -224,10 +264,12 @@ def main(argv=None, lm=None) -> dict:
     out(f"{len(q.types)} queries from {args.query_episodes} greedy episodes, random pool of {len(pools['random'])} "
         f"records ({time.perf_counter() - t0:.0f} s)")
     if lm is None:
-        from icl.llm import LanguageModel
-        lm = LanguageModel.load(args.model)
+        from icl.llm.backend import load_backend
+        lm = load_backend(args.model, endpoint=base.endpoint, max_in_flight=base.max_in_flight)
+    lm = as_backend(lm)
     names = cfg.action_names
     results: dict = {}
+    lps_of: dict = {}            # pool -> design -> grade log-probabilities [Q, A, G]
     first = args.designs[0]
 
     def bench_pool(pool_name: str) -> None:
@@ -235,7 +277,7 @@ def main(argv=None, lm=None) -> dict:
         rows = reference_rows(q, names)
         rows["knn (vote)"], _ = run_design("knn", KNNPolicy(cfg, base), q, pool, warm=0)
         rows["knn_value (per-action twin)"], _ = run_design("knn_value", KNNValuePolicy(cfg, base), q, pool, warm=0)
-        lps: dict = {}
+        lps = lps_of.setdefault(pool_name, {})
         for d in args.designs:
             if d == "value-expected" and "value" in lps:         # the same LLM outputs, another rule
                 m = metrics(q, value_estimates(lps["value"], "expected").argmax(-1), names)
@@ -251,6 +293,10 @@ def main(argv=None, lm=None) -> dict:
                    f"{args.shots} shots, select {args.select}", rows) if not args.json_only else None
 
     bench_pool("random")
+    reference = {}
+    if lm.kind == "endpoint" and args.flax_reference and first in lps_of["random"]:
+        reference = flax_reference(cfg, design_config(first, base), q, pools["random"], lps_of["random"][first],
+                                   results["random"][f"icl {first}"], out)
     rollout = {}
     if args.rollout_episodes:
         pol = ICLPolicy(cfg, dataclasses.replace(design_config(first, base),
@@ -279,7 +325,9 @@ def main(argv=None, lm=None) -> dict:
                "best_single_site_reward": max(rnd[f"{a}_only"]["mean_reward"] for a in names),
                "greedy_reward": rnd["greedy"]["mean_reward"], "random_reward": rnd["random"]["mean_reward"],
                "best_action_reward": rnd["best action"]["mean_reward"],
-               "decisions_per_s": d["decisions_per_s"], "prompt_tokens": d.get("prompt_tokens"), **rollout}
+               "decisions_per_s": d["decisions_per_s"], "prompt_tokens": d.get("prompt_tokens"),
+               "backend": lm.info(), "floor_share": lm.stats["floor_grades"] / max(lm.stats["grade_slots"], 1),
+               **reference, **rollout}
     if rollout:
         summary["rollout_vs_bench"] = rollout["rollout_decisions_per_s"] / d["decisions_per_s"]
     if "own" in results:

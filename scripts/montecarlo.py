@@ -6,6 +6,8 @@
     jaxsim-montecarlo --set episode.horizon=20 --set topology.users_per_cell=4 --print-config
     jaxsim-montecarlo --policies icl,knn --model smollm2-135m --shots 8 --select ranked --epsilon 0.1
     jaxsim-montecarlo --config mine.toml --plot png,pdf     # and its figures (python -m scripts.plot RUN_DIR)
+    jaxsim-montecarlo --policies icl --llm-endpoint http://127.0.0.1:8080/v1 --llm-model qwen2.5-coder-1.5b
+                                            # the deciding LLM behind an OpenAI-compatible server (docs/llm.md)
 
 Writes a run directory (``experiment.runs``: config, per-episode and per-task CSVs, summaries with 95%
 Student-t intervals and every pair's paired difference, the learning log and pool of host policies; every file
@@ -35,6 +37,7 @@ from experiment.plotting import parse_formats
 from experiment.run_plots import plot_run
 from experiment.runs import PER_TASK_AUTO_MAX_EPISODES
 from experiment.scenario_args import add_scenario_args, print_config, scenario_from_args
+from experiment.llm_args import add_llm_args, check_llm_args, llm_fields
 from icl.policy import ICLConfig
 from jaxsim import distributed
 from jaxsim.fields import ConfigError
@@ -79,8 +82,10 @@ def parse_args(argv=None):
                          "first; it registers policies with experiment.register; repeatable")
     g = ap.add_argument_group("icl / knn (host policies)")
     g.add_argument("--policy", dest="policies", help="alias of --policies")
-    g.add_argument("--model", help="deciding LLM: registered name, .gguf path or checkpoint folder (smollm2-135m)")
-    g.add_argument("--shots", type=int, help="demonstrations per prompt; value: shots // actions per action (6)")
+    add_llm_args(g)
+    g.add_argument("--shots", type=int, help="demonstrations per prompt; value: max(shots // actions, 2) per action "
+                   "unless --shots-per-action (6)")
+    g.add_argument("--shots-per-action", type=int, help="value: records of each action in a prompt (from --shots)")
     g.add_argument("--select", help="demonstration selection: random, recent, nearest, ranked, state (nearest)")
     g.add_argument("--epsilon", type=float, help="exploration probability (0.1)")
     g.add_argument("--epsilon-decay", type=float, help="epsilon x decay^episode (1.0)")
@@ -105,7 +110,8 @@ def parse_args(argv=None):
 
 
 def icl_config(args) -> ICLConfig:
-    over = dict(model=args.model, shots=args.shots, select=args.select, epsilon=args.epsilon,
+    over = dict(**llm_fields(args), shots=args.shots, shots_per_action=args.shots_per_action, select=args.select,
+                epsilon=args.epsilon,
                 epsilon_decay=args.epsilon_decay, tau=args.tau, pool_size=args.pool_size,
                 max_prompt_tokens=args.max_prompt_tokens, decide=args.decide, describe=args.describe,
                 value_rule=args.value_rule, calibrate=args.calibrate)
@@ -143,17 +149,6 @@ def import_plugin(plugin: str) -> None:
         raise ConfigError(f"--plugin {plugin!r}: cannot be imported ({type(e).__name__}{at}: {e})") from None
 
 
-def check_model(names: list[str], model: str | None) -> None:
-    """--model for the policies that load a deciding LLM: a registered name, a .gguf file or a checkpoint
-    folder, checked before any compute."""
-    if model is None or "icl" not in names:
-        return
-    from icl.llm.registry import MODELS, is_model_source
-    if not is_model_source(model):
-        raise ConfigError(f"--model {model!r}: unknown; allowed: {', '.join(MODELS)}, a .gguf file or a Hugging "
-                          "Face checkpoint folder (config.json + *.safetensors)")
-
-
 def positive_or_auto(flag: str, value: str) -> int | str:
     if value == "auto":
         return value
@@ -177,7 +172,8 @@ def main(argv=None) -> int:
             raise ConfigError("--policies: no policy given; allowed: " + ", ".join(policy_names(cfg)))
         for n in names:
             is_host(n, cfg)                                  # unknown names: an error naming the allowed ones
-        check_model(names, args.model)
+        if "icl" in names:
+            check_llm_args(args)
         formats = parse_formats(args.plot) if args.plot is not None else None
         batch = positive_or_auto("--batch-episodes", args.batch_episodes)
         spec = RunSpec(episodes=args.episodes, seed=args.seed, chunk=positive_or_auto("--chunk", args.chunk),

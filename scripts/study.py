@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from experiment.files import atomic_write_bytes, write_csv
+from experiment.llm_args import add_llm_args, check_llm_args
 from experiment.plotting import METHOD_COLORS, parse_formats, plt, save_figure  # noqa: F401 (figure scripts')
 from experiment.scenario_args import add_scenario_args, print_config, scenario_from_args
 from jaxsim.config import EpisodeConfig, SimConfig, TopologyConfig, config_to_dict
@@ -45,7 +46,9 @@ class Study:
     quick: bool = True
     seed: int = 0
     model: str = "smollm2-135m"
-    lm: Any = None                       # a loaded icl.llm.LanguageModel (tests pass a tiny one)
+    lm: Any = None                       # a loaded icl.llm.LanguageModel or backend (tests pass a tiny one)
+    endpoint: str = ""                   # the deciding LLM behind this OpenAI-compatible server ("" = Flax runtime)
+    max_in_flight: int = 4               # requests in flight to the endpoint
     episodes: int | None = None          # override the preset
     tiny: bool = False                   # tests: 1 cell x 2 users, 4 slots, 2-point sweeps
     base: SimConfig | None = None        # a user's scenario (--config/--scenario/--set), used as given
@@ -105,18 +108,21 @@ class Study:
         if self.lm is not None and name == self.model:
             return self.lm
         if name not in self.cache:
-            from icl.llm import LanguageModel
-            self.cache[name] = LanguageModel.load(name)
+            from icl.llm.backend import load_backend
+            self.cache[name] = load_backend(name, endpoint=self.endpoint, max_in_flight=self.max_in_flight)
         return self.cache[name]
 
     # ------------------------------------------------------------------ runs
     def run(self, method: str, cfg: SimConfig, icl: dict | None = None, ppo_updates: int | None = None) -> dict:
         """Summary of one method on one scenario (cached): means with CIs, per type, per-episode rewards."""
         if method == "icl":
-            icl = {"model": self.model, **(icl or {})}
+            icl = {"model": self.model, **({"endpoint": self.endpoint} if self.endpoint else {}), **(icl or {})}
         if method in HOST:                  # the whole ICL config (its defaults included) keys the cache
             from icl.policy import ICLConfig
-            icl = dataclasses.asdict(ICLConfig(seed=self.seed, **(icl or {})).validate())
+            icl_cfg = ICLConfig(seed=self.seed, **(icl or {})).validate()
+            if method == "icl" and self.endpoint:
+                icl_cfg = dataclasses.replace(icl_cfg, max_in_flight=self.max_in_flight)
+            icl = run_key_fields(icl_cfg, len(cfg.action_names))
         key_src = json.dumps({"m": method, "cfg": config_to_dict(cfg), "icl": icl, "ppo": ppo_updates,
                               "seed": self.seed, "n": self.n_episodes,
                               "model": (icl or {}).get("model", self.model) if method == "icl" else None},
@@ -134,8 +140,7 @@ class Study:
         t0 = time.perf_counter()
         if method in HOST:
             from experiment import PolicyOptions, evaluate
-            from icl.policy import ICLConfig
-            icfg = ICLConfig(**icl)
+            icfg = icl_cfg
             log: list[dict] = []
             lm = self.language_model(icfg.model) if method == "icl" else None
             out, extra = evaluate(method, cfg, self.n_episodes, self.seed, PolicyOptions(icl=icfg, lm=lm),
@@ -162,6 +167,21 @@ class Study:
         summary.update(extra)
         atomic_write_bytes(path, json.dumps(summary, default=float).encode())
         return summary
+
+
+def run_key_fields(c, n_actions: int) -> dict:
+    """The ICL config as it keys a cached run: every field, but those added after runs were cached only where
+    they change what a run does (an endpoint named; records per action other than the old shots // actions),
+    and never the endpoint's requests in flight (they change no result)."""
+    d = dataclasses.asdict(c)
+    d.pop("max_in_flight")
+    if not d["endpoint"]:
+        d.pop("endpoint")
+    if not d["shots_per_action"]:
+        d.pop("shots_per_action")
+    if c.per_action and c.records_per_action(n_actions) != c.shots // n_actions:
+        d["records_per_action"] = c.records_per_action(n_actions)
+    return d
 
 
 def icl_label(study: Study) -> str:
@@ -198,7 +218,7 @@ def study_args(description: str, argv=None, extra=None) -> tuple[argparse.Namesp
                     help="small network, few episodes (default); --no-quick: the default scenario, 20 episodes")
     ap.add_argument("--out", default="results", help="results folder (default results/)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--model", default="smollm2-135m", help="deciding LLM (registered name, .gguf or folder)")
+    add_llm_args(ap, "smollm2-135m")
     ap.add_argument("--episodes", type=int, help="episodes per point (default 3 quick, 20 full)")
     ap.add_argument("--format", default="png", help="figure formats, comma-separated: png, pdf, svg (default png)")
     add_scenario_args(ap)
@@ -206,6 +226,7 @@ def study_args(description: str, argv=None, extra=None) -> tuple[argparse.Namesp
     if args.episodes is not None and args.episodes < 2:
         ap.error(f"--episodes = {args.episodes}: allowed >= 2 (confidence intervals need two)")
     try:
+        check_llm_args(args)
         formats = parse_formats(args.format)
         named = args.config is not None or args.scenario is not None or bool(args.set_fields)
         base = scenario_from_args(args) if named else None
@@ -218,7 +239,8 @@ def study_args(description: str, argv=None, extra=None) -> tuple[argparse.Namesp
     if args.set_fields:
         name += " (" + ", ".join(args.set_fields) + ")"
     return args, Study(args.out, args.quick, args.seed, args.model, episodes=args.episodes, base=base,
-                       base_name=name, formats=formats)
+                       base_name=name, formats=formats, endpoint=args.llm_endpoint or "",
+                       max_in_flight=args.llm_in_flight or 4)
 
 
 def sweep_figure(study: Study, name: str, title: str, xlabel: str, xs: list, series: dict[str, list[dict]],

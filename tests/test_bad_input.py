@@ -110,7 +110,10 @@ FLAGS = [
     (["--scenario", "loaded", "--config", "/nonexistent.toml"], "--scenario and --config: give one of them"),
     (["--plugin", "no_such_module_xyz"], "--plugin 'no_such_module_xyz': cannot be imported"),
     (["--plugin", "./no_such_plugin.py"], "--plugin './no_such_plugin.py': no such file"),
-    (["--policies", "icl", "--model", "nosuch"], "--model 'nosuch': unknown; allowed: smollm2-135m, qwen2.5-coder-0.5b"),
+    (["--policies", "icl", "--model", "nosuch"], "--llm-model 'nosuch': unknown; allowed: smollm2-135m, qwen2.5-coder-0.5b"),
+    (["--policies", "icl", "--llm-endpoint", "localhost:8080"], "--llm-endpoint = 'localhost:8080': allowed an http"),
+    (["--policies", "icl", "--llm-endpoint", "http://127.0.0.1:9/v1"], "--llm-model: the server's model name is required"),
+    (["--policies", "icl", "--llm-in-flight", "0"], "--llm-in-flight = 0: allowed an integer >= 1"),
     (["--cpu-devices", "0"], "cpu_devices = '0': allowed auto or an integer in [1, 4096]"),
     (["--coordinator", "nohost"], "coordinator, num_processes and process_id must be given together"),
 ]
@@ -144,7 +147,7 @@ def test_malformed_flag_exits_2_naming_the_flag(tmp_path, capsys, flags, needle)
 def test_unknown_model_is_one_line_naming_the_known_models(tmp_path, capsys):
     from icl.llm.registry import MODELS
     rc, err = _run(tmp_path, capsys, ["--policies", "icl,knn", "--model", "nosuch", "--episodes", "1"], tmp_path / "run")
-    assert rc == 2 and err.count("\n") == 1 and err.startswith("error: --model 'nosuch': unknown; allowed: "), err
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("error: --llm-model 'nosuch': unknown; allowed: "), err
     assert all(name in err for name in MODELS) and "Traceback" not in err
     assert not (tmp_path / "run").exists()
 
