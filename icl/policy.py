@@ -34,7 +34,7 @@ from .prompt import BASE_FEATURES, N_GRADES, PromptBuilder, ValuePrompts, grade_
 
 
 DECIDE = ("value", "action", "generate")
-VALUE_RULES = ("expected", "contrast")
+VALUE_RULES = ("expected", "contrast", "blend")
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,8 @@ class ICLConfig:
                                              # action name; generate: free text, parsed
     describe: bool = flag(False)             # value: the action-form description before the header (cached prefix)
     value_rule: str = one_of("contrast", VALUE_RULES)   # value: expected grade; contrast: the grades'
-                                             # log-probabilities minus their mean over actions first
+                                             # log-probabilities minus their mean over actions first; blend: the
+                                             # contrast value averaged with the records' mean (the twin's)
     calibrate: bool = flag(False)            # subtract each answer's (action) or each action's grade (value)
                                              # log-likelihood for a content-free prompt
     max_new_tokens: int = bounded(8, 1, 256, integer=True)   # generate: answer length limit
@@ -218,7 +219,7 @@ def value_estimates(lp: np.ndarray, rule: str = "expected") -> np.ndarray:
     and any constant added to every grade's logit, cancels), mapped to rewards by ``grade_reward``.
     contrast: each grade's log-probability minus its mean over the actions first, which cancels any per-grade
     prior b_g shared by the actions exactly (only the differences between the actions' answers remain)."""
-    if rule not in VALUE_RULES:
+    if rule not in ("expected", "contrast"):
         raise ValueError(f"icl.value_rule = {rule!r}: unknown; allowed: {', '.join(VALUE_RULES)}")
     lp = np.asarray(lp, np.float64)
     if rule == "contrast":
@@ -295,9 +296,19 @@ class ICLPolicy(DemoPolicy):
         self.stats["prompt_tokens"] += self.llm.stats["prompt_tokens"] - tok0
         return lp
 
+    def action_values(self, lp: np.ndarray, demos: list, rule: str | None = None) -> np.ndarray:
+        """Each action's value [Q, A] (reward units) from the grade log-probabilities lp [Q, A, G] by ``rule``
+        (the config's): expected or contrast (``value_estimates``), or blend: the contrast value and the mean
+        outcome of the action's records in the prompt (``value_from_records``, the twin's), averaged."""
+        rule = rule or self.cfg.value_rule
+        if rule != "blend":
+            return value_estimates(lp, rule)
+        twin = np.stack([value_from_records(self.pool, d) for d in demos]) if len(demos) else np.zeros(lp.shape[:2])
+        return 0.5 * value_estimates(lp, "contrast") + 0.5 * twin
+
     def choose(self, feats, types, demos, fallback):
         if self.cfg.decide == "value":
-            v = value_estimates(self.value_logprobs(feats, types, demos) - self.value_bias, self.cfg.value_rule)
+            v = self.action_values(self.value_logprobs(feats, types, demos) - self.value_bias, demos)
             return v.argmax(-1).astype(np.int32)
         pool = self.pool
         lines = [[self.prompts.demo_line(pool.features[j], pool.task_type[j], pool.action[j], pool.reward[j])

@@ -630,7 +630,7 @@ def set_fields(cfg: SimConfig, assignments: list[str]) -> SimConfig:
         raise ConfigError(f"--set {' '.join(assignments)}: {e}") from None
 
 
-SCENARIOS = ("default", "loaded", "tiny")
+SCENARIOS = ("default", "loaded", "tiny", "edge_tiers")
 
 
 def scenario_path(name: str) -> str | None:

@@ -19,6 +19,7 @@ same queries and pools. Designs:
   value            grades 0-9 per action after per-action nearest records (``icl.prompt.ValuePrompts``),
                    decided by the contrast rule (the default, ``icl.policy.value_estimates``)
   value-expected   the same log-probabilities, decided by the plain expected grade (no extra LLM call)
+  value-blend      the same log-probabilities: the contrast value averaged with the records' mean (the twin's)
   value-describe   value with the action-form description in its cached prefix
   value-calibrated value with each action's grades for a content-free prompt subtracted first
   action           the paper's form: each action's name scored as the answer (slow: ~800 tokens a prompt)
@@ -41,7 +42,7 @@ import numpy as np
 from baselines.heuristics import greedy_policy
 from experiment.llm_args import add_llm_args, check_llm_args, llm_fields
 from icl.llm.backend import as_backend
-from icl.policy import ICLConfig, ICLPolicy, KNNPolicy, KNNValuePolicy, value_estimates
+from icl.policy import ICLConfig, ICLPolicy, KNNPolicy, KNNValuePolicy
 from icl.pool import ExperiencePool
 from icl.prompt import BASE_FEATURES
 from experiment.host import rollout_host
@@ -52,7 +53,7 @@ from jaxsim.fields import ConfigError
 from jaxsim.params import make_params
 from jaxsim.rollout import episode_keys
 
-DESIGNS = ("value", "value-expected", "value-describe", "value-calibrated", "action")
+DESIGNS = ("value", "value-expected", "value-blend", "value-describe", "value-calibrated", "action")
 QUERY_SEED, POOL_SEED, ROLLOUT_SEED = 1, 2, 3     # fold_in offsets: queries, pool and rollout see other episodes
 
 
@@ -146,7 +147,7 @@ def run_design(design: str, pol, q: Queries, pool: ExperiencePool, warm: int = 8
     lp = None
     if isinstance(pol, ICLPolicy) and pol.cfg.decide == "value":
         lp = pol.value_logprobs(feats, types, demos) - pol.value_bias
-        chosen = value_estimates(lp, pol.cfg.value_rule).argmax(-1)
+        chosen = pol.action_values(lp, demos).argmax(-1)
     else:
         chosen = pol.choose(feats, types, demos, fb)
     wall = time.perf_counter() - t0
@@ -168,8 +169,9 @@ def flax_reference(cfg, icfg: ICLConfig, q: Queries, pool: ExperiencePool, endpo
     from icl.llm.backend import load_backend
     pol = ICLPolicy(cfg, dataclasses.replace(icfg, endpoint=""), lm=load_backend(icfg.model))
     m, lp = run_design("flax", pol, q, pool)
-    v_flax = value_estimates(lp, icfg.value_rule).argmax(-1)
-    v_end = value_estimates(endpoint_lp, icfg.value_rule).argmax(-1)
+    demos = pol.select(q.feats, q.types)
+    v_flax = pol.action_values(lp, demos).argmax(-1)
+    v_end = pol.action_values(endpoint_lp, demos).argmax(-1)
     p_flax, p_end = np.exp(lp), np.exp(endpoint_lp)
     ref = {"flax_decisions_per_s": m["decisions_per_s"], "flax_mean_reward": m["mean_reward"],
            "flax_agreement": float((v_flax == v_end).mean()),
@@ -189,7 +191,7 @@ def design_config(design: str, base: ICLConfig) -> ICLConfig:
         return dataclasses.replace(base, decide="action")
     return dataclasses.replace(base, decide="value", describe=design == "value-describe",
                                calibrate=design == "value-calibrated",
-                               value_rule="expected" if design == "value-expected" else "contrast")
+                               value_rule={"value-expected": "expected", "value-blend": "blend"}.get(design, "contrast"))
 
 
 def print_rows(title: str, rows: dict, file=sys.stdout) -> None:
@@ -279,12 +281,13 @@ def main(argv=None, lm=None) -> dict:
         rows["knn_value (per-action twin)"], _ = run_design("knn_value", KNNValuePolicy(cfg, base), q, pool, warm=0)
         lps = lps_of.setdefault(pool_name, {})
         for d in args.designs:
-            if d == "value-expected" and "value" in lps:         # the same LLM outputs, another rule
-                m = metrics(q, value_estimates(lps["value"], "expected").argmax(-1), names)
-                m.update({k: rows["icl value"][k] for k in ("decisions_per_s", "prompt_tokens", "wall_s")})
-                rows["icl value-expected"] = m
-                continue
             pol = ICLPolicy(cfg, design_config(d, base), lm=lm)
+            if d in ("value-expected", "value-blend") and "value" in lps:     # the same LLM outputs, another rule
+                pol.pool = pool
+                m = metrics(q, pol.action_values(lps["value"], pol.select(q.feats, q.types)).argmax(-1), names)
+                m.update({k: rows["icl value"][k] for k in ("decisions_per_s", "prompt_tokens", "wall_s")})
+                rows[f"icl {d}"] = m
+                continue
             rows[f"icl {d}"], lp = run_design(d, pol, q, pool)
             if lp is not None:
                 lps[d] = lp

@@ -12,7 +12,11 @@ Measures (float32):
 * torch_ratio: our decisions/s without prefix reuse / transformers-PyTorch's on the same batch of 8 prompts (like
   for like: both run every prompt token), timed alternately in the same process so machine noise hits both;
   torch_ratio_prefix_reuse: the same with our prefix reuse on (how the ICL policy runs). Null when torch and
-  transformers' torch models do not import.
+  transformers' torch models do not import;
+* llama_cpp_prefill_tokens_per_s: llama.cpp (llama-cpp-python, the ``serve`` extra) evaluating the same
+  [batch, 256] random tokens of the same GGUF file, one sequence at a time (its Python API runs one), on the
+  same threads, timed alternately with ours; llama_cpp_ratio = ours / llama.cpp's. Null without the extra or
+  for a non-GGUF model.
 The last printed line is one JSON object (key "bench": "llm"); the figures reported are those at the
 largest batch (32 by default; --batches 1,32,256 on a GPU).
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import jax
@@ -125,11 +130,36 @@ def torch_scorer(lm_name, prompts):
     return run
 
 
+def llama_cpp_prefill(lm_name, tokens: np.ndarray):
+    """A function evaluating each row of ``tokens`` [B, T] from an empty context with llama.cpp on the same GGUF
+    file (its KV cache cleared before each row), or None."""
+    try:
+        import llama_cpp
+        from icl.llm.registry import resolve
+        kind, path = resolve(lm_name)
+        if kind != "gguf":
+            return None
+        threads = max(1, len(os.sched_getaffinity(0)))
+        llm = llama_cpp.Llama(str(path), n_ctx=tokens.shape[1] + 16, n_batch=tokens.shape[1], n_threads=threads,
+                              n_threads_batch=threads, verbose=False)
+    except Exception as e:  # the extra missing, or the file not loadable by this llama.cpp
+        print(f"llama.cpp reference unavailable: {type(e).__name__}: {str(e)[:120]}")
+        return None
+
+    def run():
+        for row in tokens:
+            llm.reset()
+            llm.eval(row.tolist())
+
+    return run
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--quick", action="store_true", help="small fast run (batches 1 and 4, fewer repetitions)")
     ap.add_argument("--no-torch", action="store_true", help="skip the transformers-PyTorch reference")
+    ap.add_argument("--no-llama-cpp", action="store_true", help="skip the llama.cpp reference")
     ap.add_argument("--batches", help="comma-separated prompt batch sizes; the figures reported are the largest's "
                                       "(default 1,8,32; a GPU: 1,32,256)")
     args = ap.parse_args(argv)
@@ -150,10 +180,22 @@ def main(argv=None):
     print(f"matmul: {gf:.0f} GFLOP/s")
 
     B, T = batches[-1], 256
-    toks = jnp.asarray(np.random.default_rng(0).integers(100, lm.cfg.vocab_size, (B, T)), jnp.int32)
-    pf = B * T / best_time(lambda: _prefill(lm.cfg, lm.params, toks), reps)
+    toks_np = np.random.default_rng(0).integers(100, lm.cfg.vocab_size, (B, T)).astype(np.int32)
+    toks = jnp.asarray(toks_np)
+    ours = lambda: _prefill(lm.cfg, lm.params, toks)  # noqa: E731
+    run_cpp = None if args.no_llama_cpp else llama_cpp_prefill(args.model, toks_np)
+    if run_cpp is None:
+        t_ours, t_cpp = best_time(ours, reps), None
+    else:
+        t_ours, t_cpp = best_times_alternating([ours, run_cpp], reps)
+    pf = B * T / t_ours
     mfu = pf * 2 * lm.n_params / (gf * 1e9)
     print(f"prefill [{B}x{T}]: {pf:.0f} tokens/s, MFU {mfu:.2f}")
+    cpp_pf = cpp_ratio = None
+    if t_cpp is not None:
+        cpp_pf, cpp_ratio = B * T / t_cpp, t_cpp / t_ours
+        print(f"llama.cpp prefill of the same tokens (one sequence at a time, timed alternately): {cpp_pf:.0f} "
+              f"tokens/s; ours / llama.cpp's = {cpp_ratio:.2f}")
 
     dps, dps_np, ratios = {}, {}, {}
     prompts_all = make_prompts(lm, max(batches), 300, 100)
@@ -186,7 +228,9 @@ def main(argv=None):
                       "prefill_tokens_per_s": round(pf, 1), "mfu": round(mfu, 3), "decisions_per_s": round(dps[b], 2),
                       "decisions_per_s_no_prefix": round(dps_np[b], 2), "batch": b, "backend": jax.default_backend(),
                       "torch_ratio": torch_ratio and round(torch_ratio, 3),
-                      "torch_ratio_prefix_reuse": torch_ratio_prefix and round(torch_ratio_prefix, 3)}))
+                      "torch_ratio_prefix_reuse": torch_ratio_prefix and round(torch_ratio_prefix, 3),
+                      "llama_cpp_prefill_tokens_per_s": cpp_pf and round(cpp_pf, 1),
+                      "llama_cpp_ratio": cpp_ratio and round(cpp_ratio, 3)}))
 
 
 if __name__ == "__main__":

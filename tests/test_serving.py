@@ -10,17 +10,16 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 
-import httpx
 import numpy as np
 import pytest
 
-from icl.llm.registry import available, resolve
+from icl.llm.llama_server import LlamaServer, free_port
+from icl.llm.registry import available
 
 pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
@@ -32,43 +31,17 @@ MODEL = "smollm2-135m"
 GRADES = [str(g) for g in range(10)]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(port: int) -> subprocess.Popen:
-    """llama-cpp-python's server on the SmolLM2 file; returns once it answers /v1/models."""
-    path = resolve(MODEL)[1]
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--model_alias", MODEL,
-                             "--host", "127.0.0.1", "--port", str(port), "--n_threads", str(min(2, os.cpu_count())),
-                             "--n_ctx", "4096"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"llama_cpp.server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("llama_cpp.server did not answer within 120 s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.kill()
-    proc.wait(30)
+def start_server(port: int | None = None) -> LlamaServer:
+    server = LlamaServer(MODEL, port=port, threads=min(2, os.cpu_count()))
+    server.start()
+    return server
 
 
 @pytest.fixture(scope="module")
 def server():
-    port = free_port()
-    proc = start_server(port)
-    yield f"http://127.0.0.1:{port}/v1"
-    stop(proc)
+    srv = start_server()
+    yield srv.url
+    srv.stop()
 
 
 @pytest.fixture
@@ -96,11 +69,11 @@ def test_bench_endpoint_agrees_with_the_flax_runtime(server, cache, capsys):
 def test_killed_server_is_a_clear_error_and_the_rerun_resumes_from_the_cache(tmp_path):
     from icl.llm.endpoint import EndpointBackend, EndpointError
     port = free_port()
-    url = f"http://127.0.0.1:{port}/v1"
     prompts = [f"code in{i % 7} out{i % 5} sinr{10 + i} n{i} load{i} -> edge:{i % 10}\ncode in1 out2 sinr{i} n3"
                for i in range(40)]
     branches = [[" load3 -> edge:", " load50 -> cloud_small:", " load90 -> cloud_large:"]] * len(prompts)
-    proc = start_server(port)
+    srv = start_server(port)
+    url = srv.url
     be = EndpointBackend(url, MODEL, cache_path=tmp_path / "c.sqlite", retries=1, backoff_s=0.05, max_in_flight=2)
     caught = {}
 
@@ -115,19 +88,19 @@ def test_killed_server_is_a_clear_error_and_the_rerun_resumes_from_the_cache(tmp
     deadline = time.time() + 120
     while len(be.cache) < 20 and time.time() < deadline and worker.is_alive():
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(30)
+    srv.proc.send_signal(signal.SIGKILL)
+    srv.proc.wait(30)
     worker.join(120)
     done = len(be.cache)
     assert "error" in caught, "the run finished before the server was killed"
     assert url in caught["error"] and repr(MODEL) in caught["error"] and "failed after 2 attempt(s)" in caught["error"]
     assert 20 <= done < 120
-    proc = start_server(port)
+    srv = start_server(port)
     try:
         again = EndpointBackend(url, MODEL, cache_path=tmp_path / "c.sqlite", max_in_flight=2)
         lp = again.grade_logprobs(prompts, branches, GRADES)
     finally:
-        stop(proc)
+        srv.stop()
     assert np.isfinite(lp).all() and lp.shape == (40, 3, 10)
     assert again.stats["cached"] >= done and again.stats["requests"] + again.stats["cached"] == 120
 
