@@ -52,7 +52,8 @@ class ICLConfig:
     tau: float = bounded(0.25, 0.0, 1e6)                 # ranked: score = reward - tau x distance
     pool_size: int = bounded(4096, 1, 1 << 24, integer=True)      # records kept (oldest dropped)
     type_penalty: float = bounded(2.0, 0.0, 1e6)         # distance added between different task types
-    max_prompt_tokens: int = bounded(2048, 16, 1 << 20, integer=True)  # action/generate prompt budget
+    max_prompt_tokens: int = bounded(2048, 16, 1 << 20, integer=True)  # prompt budget, tokens (value: the
+                                             # records per action are cut, least relevant first, to fit)
     decide: str = one_of("value", DECIDE)    # value: grade each action's outcome; action: log-likelihood of each
                                              # action name; generate: free text, parsed
     describe: bool = flag(False)             # value: the action-form description before the header (cached prefix)
@@ -277,14 +278,32 @@ class ICLPolicy(DemoPolicy):
                 hits.append((a, pos))
         return min(hits, key=lambda h: h[1])[0] if hits else None
 
-    def value_logprobs(self, feats, types, demos) -> np.ndarray:
-        """Grade log-probabilities [Q, A, G] of every action for every task (one ``branch_logprobs`` call)."""
-        pool, vp = self.pool, self.values
-        prompts = []
-        for f, t, per in zip(feats, types, demos):
+    def value_prompt(self, feat, task_type, per_action: list) -> str:
+        """The value prompt of one task from its records per action, within ``max_prompt_tokens`` (the prefix
+        included): while over, the least relevant record of the action with the most records is dropped (and
+        counted). A prompt with fewer characters than the budget cannot exceed it, so tokens are counted only
+        for long ones."""
+        pool, vp, budget = self.pool, self.values, self.cfg.max_prompt_tokens
+        per = [list(d) for d in per_action]
+
+        def text():
             lines = [vp.demo_line(pool.features[j], pool.task_type[j], pool.action[j], pool.reward[j])
                      for d in per for j in d]
-            prompts.append(vp.prompt(lines, f, t))
+            return vp.prompt(lines, feat, task_type)
+
+        out = text()
+        while (len(vp.prefix) + len(out) > budget and any(per)
+               and self.llm.count_tokens(vp.prefix + out) > budget):
+            longest = max(range(len(per)), key=lambda a: len(per[a]))
+            per[longest].pop(0)
+            self.stats["dropped_demos"] = self.stats.get("dropped_demos", 0) + 1
+            out = text()
+        return out
+
+    def value_logprobs(self, feats, types, demos) -> np.ndarray:
+        """Grade log-probabilities [Q, A, G] of every action for every task (one ``branch_logprobs`` call)."""
+        vp = self.values
+        prompts = [self.value_prompt(f, t, per) for f, t, per in zip(feats, types, demos)]
         branches = [[vp.branch(f, a) for a in range(self.n_actions)] for f in feats]
         t0 = time.perf_counter()
         tok0 = self.llm.stats["prompt_tokens"]
@@ -355,7 +374,8 @@ class ICLPolicy(DemoPolicy):
         s = super().summary()
         asked = max(s["decisions"] - s["explored"], 1)
         s["mean_prompt_tokens"] = s["prompt_tokens"] / asked
-        truncated, dropped = (0, 0) if self.cfg.decide == "value" else (self.prompts.truncated, self.prompts.dropped)
+        truncated, dropped = ((0, self.stats.get("dropped_demos", 0)) if self.cfg.decide == "value" else
+                              (self.prompts.truncated, self.prompts.dropped))
         s["truncated_prompts"] = truncated
         s["truncated_share"] = truncated / asked
         s["dropped_demos"] = dropped

@@ -128,7 +128,7 @@ def test_user_scenario_of_five_lines_runs(tmp_path, capsys):
     assert saved.actions[0].hardware == "A100" and "translate" in saved.type_names and saved.episode.horizon == 3
 
 
-@pytest.mark.parametrize("name", ["default", "loaded", "tiny"])
+@pytest.mark.parametrize("name", ["default", "loaded", "tiny", "edge_tiers"])
 def test_printed_config_documents_every_field_and_reads_back_equal(name):
     import tomllib
     from jaxsim.config import config_toml, scenario_path
