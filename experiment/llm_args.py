@@ -27,8 +27,9 @@ def add_llm_args(ap, model_default: str | None = None, model_help: str | None = 
                     help="requests in flight at once to --llm-endpoint (4)")
 
 
-def check_llm_args(args: argparse.Namespace) -> None:
-    """The endpoint URL and in-flight count, and a model name that the runtime (or the server) can use."""
+def check_llm_args(args: argparse.Namespace, check_model: bool = True) -> None:
+    """The endpoint URL and in-flight count, and (``check_model``) a model name that the runtime can load
+    (any name goes to a server)."""
     if args.llm_endpoint:
         from icl.llm.endpoint import check_endpoint
         try:
@@ -39,7 +40,7 @@ def check_llm_args(args: argparse.Namespace) -> None:
             raise ConfigError("--llm-model: the server's model name is required with --llm-endpoint")
     if args.llm_in_flight is not None and args.llm_in_flight < 1:
         raise ConfigError(f"--llm-in-flight = {args.llm_in_flight}: allowed an integer >= 1")
-    if args.llm_endpoint is None and args.model is not None:
+    if check_model and args.llm_endpoint is None and args.model is not None:
         from icl.llm.registry import MODELS, is_model_source
         if not is_model_source(args.model):
             raise ConfigError(f"--llm-model {args.model!r}: unknown; allowed: {', '.join(MODELS)}, a .gguf file or "

@@ -219,7 +219,7 @@ def parse_args(argv=None):
                     "the first is the JSON line's (value,value-expected)")
     ap.add_argument("--shots", type=int, default=ICLConfig.shots, help=f"demonstrations per prompt ({ICLConfig.shots})")
     ap.add_argument("--shots-per-action", type=int, default=0,
-                    help="value: records of each action (0: max(shots // actions, 2))")
+                    help="value: records of each action (0: max(shots // actions, min(shots, 2)))")
     ap.add_argument("--select", default="nearest", help="demonstration selection (nearest)")
     ap.add_argument("--queries", type=int, default=320, help="query tasks (320)")
     ap.add_argument("--query-episodes", type=int, default=20, help="greedy episodes the queries come from (20)")

@@ -66,7 +66,8 @@ def parse_args(argv=None):
     ap.add_argument("--own-episodes", type=int, default=1, help="episodes of the own rollout (1)")
     ap.add_argument("--own-horizon", type=int, default=6, help="slots per own-rollout episode (6)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="results/icl_regimes", help="cells, pools and the response cache (resumable)")
+    ap.add_argument("--out", default="data/icl_regimes", help="cells and own pools (committed: a later run resumes), "
+                    "and the server answers (llm-cache.sqlite, not committed) (data/icl_regimes)")
     ap.add_argument("--doc", help="also replace the table block in this markdown file (docs/icl.md)")
     ap.add_argument("--only-cached", action="store_true",
                     help="compute nothing new: the table of the cells already in --out (the others left out)")

@@ -226,7 +226,7 @@ def study_args(description: str, argv=None, extra=None) -> tuple[argparse.Namesp
     if args.episodes is not None and args.episodes < 2:
         ap.error(f"--episodes = {args.episodes}: allowed >= 2 (confidence intervals need two)")
     try:
-        check_llm_args(args)
+        check_llm_args(args, check_model=False)     # a loaded model may be given (tests); loading names the error
         formats = parse_formats(args.format)
         named = args.config is not None or args.scenario is not None or bool(args.set_fields)
         base = scenario_from_args(args) if named else None

@@ -47,12 +47,18 @@ def test_records_per_action_never_fall_to_one():
     assert ICLConfig(shots=6, shots_per_action=5).records_per_action(4) == 5
 
 
+def filled_pool(n_actions: int, n: int, rng) -> ExperiencePool:
+    """n random records over two task types and every action."""
+    pool = ExperiencePool(len(BASE_FEATURES) + n_actions, 64, 2.0)
+    pool.add(rng.uniform(1, 50, (n, len(BASE_FEATURES) + n_actions)).astype(np.float32), rng.integers(0, 2, n),
+             rng.integers(0, n_actions, n), rng.uniform(-1, 1, n), np.zeros(n, int), np.zeros(n, int))
+    return pool
+
+
 def test_blend_is_the_mean_of_the_models_contrast_value_and_the_twins(tiny):
     A = len(tiny.actions)
     rng = np.random.default_rng(1)
-    pool = ExperiencePool(len(BASE_FEATURES) + A, 64, 2.0)
-    pool.add(rng.uniform(1, 50, (30, len(BASE_FEATURES) + A)).astype(np.float32), rng.integers(0, 2, 30),
-             rng.integers(0, A, 30), rng.uniform(-1, 1, 30), np.zeros(30, int), np.zeros(30, int))
+    pool = filled_pool(A, 30, rng)
 
     class NoModel:                               # never asked: action_values works from given log-probs
         name, n_params, tokenizer = "none", 0, None
@@ -68,9 +74,7 @@ def test_blend_is_the_mean_of_the_models_contrast_value_and_the_twins(tiny):
 def test_value_prompt_fits_the_token_budget_dropping_the_least_relevant_records(tiny):
     A = len(tiny.actions)
     rng = np.random.default_rng(2)
-    pool = ExperiencePool(len(BASE_FEATURES) + A, 64, 2.0)
-    pool.add(rng.uniform(1, 50, (40, len(BASE_FEATURES) + A)).astype(np.float32), rng.integers(0, 2, 40),
-             rng.integers(0, A, 40), rng.uniform(-1, 1, 40), np.zeros(40, int), np.zeros(40, int))
+    pool = filled_pool(A, 40, rng)
 
     class CharTokens:                            # one token per character
         name, n_params, tokenizer = "chars", 0, None
