@@ -31,13 +31,17 @@ def check_llm_args(args: argparse.Namespace, check_model: bool = True) -> None:
     """The endpoint URL and in-flight count, and (``check_model``) a model name that the runtime can load
     (any name goes to a server)."""
     if args.llm_endpoint:
-        from icl.llm.endpoint import check_endpoint
+        from icl.llm.endpoint import EndpointError, check_endpoint, check_reachable
         try:
             args.llm_endpoint = check_endpoint(args.llm_endpoint)
         except ValueError as e:
             raise ConfigError(str(e)) from None
         if not args.model:
             raise ConfigError("--llm-model: the server's model name is required with --llm-endpoint")
+        try:
+            check_reachable(args.llm_endpoint)
+        except EndpointError as e:
+            raise ConfigError(str(e)) from None
     if args.llm_in_flight is not None and args.llm_in_flight < 1:
         raise ConfigError(f"--llm-in-flight = {args.llm_in_flight}: allowed an integer >= 1")
     if check_model and args.llm_endpoint is None and args.model is not None:

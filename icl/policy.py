@@ -301,7 +301,7 @@ class ICLPolicy(DemoPolicy):
         return out
 
     def value_logprobs(self, feats, types, demos) -> np.ndarray:
-        """Grade log-probabilities [Q, A, G] of every action for every task (one ``branch_logprobs`` call)."""
+        """Grade log-probabilities [Q, A, G] of every action for every task (one ``grade_logprobs`` call)."""
         vp = self.values
         prompts = [self.value_prompt(f, t, per) for f, t, per in zip(feats, types, demos)]
         branches = [[vp.branch(f, a) for a in range(self.n_actions)] for f in feats]

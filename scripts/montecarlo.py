@@ -83,7 +83,7 @@ def parse_args(argv=None):
     g = ap.add_argument_group("icl / knn (host policies)")
     g.add_argument("--policy", dest="policies", help="alias of --policies")
     add_llm_args(g)
-    g.add_argument("--shots", type=int, help="demonstrations per prompt; value: max(shots // actions, 2) per action "
+    g.add_argument("--shots", type=int, help="demonstrations per prompt; value: max(shots // actions, min(shots, 2)) per action "
                    "unless --shots-per-action (6)")
     g.add_argument("--shots-per-action", type=int, help="value: records of each action in a prompt (from --shots)")
     g.add_argument("--select", help="demonstration selection: random, recent, nearest, ranked, state (nearest)")

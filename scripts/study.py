@@ -120,8 +120,6 @@ class Study:
         if method in HOST:                  # the whole ICL config (its defaults included) keys the cache
             from icl.policy import ICLConfig
             icl_cfg = ICLConfig(seed=self.seed, **(icl or {})).validate()
-            if method == "icl" and self.endpoint:
-                icl_cfg = dataclasses.replace(icl_cfg, max_in_flight=self.max_in_flight)
             icl = run_key_fields(icl_cfg, len(cfg.action_names))
         key_src = json.dumps({"m": method, "cfg": config_to_dict(cfg), "icl": icl, "ppo": ppo_updates,
                               "seed": self.seed, "n": self.n_episodes,

@@ -114,6 +114,8 @@ FLAGS = [
     (["--policies", "icl", "--llm-endpoint", "localhost:8080"], "--llm-endpoint = 'localhost:8080': allowed an http"),
     (["--policies", "icl", "--llm-endpoint", "http://127.0.0.1:9/v1"], "--llm-model: the server's model name is required"),
     (["--policies", "icl", "--llm-in-flight", "0"], "--llm-in-flight = 0: allowed an integer >= 1"),
+    (["--policies", "icl", "--llm-endpoint", "http://127.0.0.1:9/v1", "--llm-model", "m"],
+     "--llm-endpoint http://127.0.0.1:9/v1: the server does not answer"),
     (["--cpu-devices", "0"], "cpu_devices = '0': allowed auto or an integer in [1, 4096]"),
     (["--coordinator", "nohost"], "coordinator, num_processes and process_id must be given together"),
 ]

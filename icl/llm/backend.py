@@ -108,7 +108,8 @@ def load_backend(model: str, *, dtype: str = "float32", endpoint: str = "", max_
     ``endpoint`` (an OpenAI-compatible base URL such as http://127.0.0.1:8080/v1), that server's ``model``.
     The key comes from ``api_key`` or ``$OPENAI_API_KEY``; it is never recorded."""
     if endpoint:
-        from .endpoint import EndpointBackend
+        from .endpoint import EndpointBackend, check_endpoint, check_reachable
+        check_reachable(check_endpoint(endpoint))
         return EndpointBackend(endpoint, model, api_key=api_key, max_in_flight=max_in_flight, cache_path=cache_path)
     from .runtime import LanguageModel
     return FlaxBackend(LanguageModel.load(model, dtype=dtype))

@@ -96,6 +96,15 @@ def check_endpoint(url: str) -> str:
     return url
 
 
+def check_reachable(url: str) -> None:
+    """``GET {url}/models`` once: a server that does not answer at all is an error now, before any compute
+    (any HTTP answer will do: not every server lists its models)."""
+    try:
+        httpx.get(url + "/models", timeout=10)
+    except httpx.TransportError as e:
+        raise EndpointError(f"--llm-endpoint {url}: the server does not answer ({type(e).__name__}: {e})") from None
+
+
 def local_tokenizer(model: str):
     """The tokenizer of ``model`` when it names weights on this machine (a registered name whose package is
     installed, a .gguf file, a checkpoint folder); else None. Reads metadata only, never the weights."""
@@ -295,14 +304,12 @@ class EndpointBackend:
             return len(self.tokenizer.encode(text, add_special_tokens=True))
         root = self.endpoint[:-3] if self.endpoint.endswith("/v1") else self.endpoint
         routes = [self._tokenize_route] if self._tokenize_route else [
-            (root + "/tokenize", {"model": self.name, "prompt": text}),
-            (root + "/extras/tokenize", {"input": text}), (root + "/tokenize", {"content": text})]
-        for url, body in routes:
-            body = {k: (text if k in ("prompt", "input", "content") else v) for k, v in body.items()}
+            (root + "/tokenize", "prompt"), (root + "/extras/tokenize", "input"), (root + "/tokenize", "content")]
+        for url, field in routes:             # (route, the field that carries the text)
             try:
-                r = self.client.post(url, json=body)
+                r = self.client.post(url, json={"model": self.name, field: text})
                 if r.status_code == 200 and isinstance(r.json().get("tokens"), list):
-                    self._tokenize_route = (url, body)
+                    self._tokenize_route = (url, field)
                     return len(r.json()["tokens"])
             except (httpx.HTTPError, ValueError):
                 pass
