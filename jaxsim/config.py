@@ -196,6 +196,22 @@ class Hardware:
         check_fields(self, p)
 
 
+@dataclass(frozen=True)
+class Engine:
+    """One serving engine's fixed costs (kernel launches, host work, synchronisation), where measured data exist
+    for it; absent fields: ``[inference]``'s. Engines that share their kernels (a fork and its origin) may share
+    an entry. A scenario's action names one by ``engine`` (none: ``[inference]``'s costs); the catalog of
+    measured serving (``scripts/validate_latency``) fits them."""
+    name: str
+    prefill_overhead_s_per_layer: float | None = bounded(None, 0.0, 1e-3, optional=True)   # s
+    step_overhead_s_per_layer: float | None = bounded(None, 0.0, 1e-3, optional=True)      # s
+    tp_sync_s_per_layer: float | None = bounded(None, 0.0, 1e-3, optional=True)            # s
+
+    def validate(self, p: str) -> None:
+        check_name(f"{p}.name", self.name)
+        check_fields(self, p)
+
+
 def _default_hardware() -> tuple[Hardware, ...]:
     # NVLink 4 of H100 SXM: 900 GB/s both directions (NVIDIA H100 datasheet) -> 450 GB/s each way.
     # Efficiencies: those fitted for the same GPU in data/serving/catalog.toml (its rows ran FP8; no BF16 rows of
@@ -282,10 +298,14 @@ class Action:
     n_gpus: int = bounded(1, 1, 72, integer=True)     # one tensor-parallel group: at most one NVLink domain (72)
     bg_max_seqs: int = bounded(0, 0, 1_000_000, integer=True)
     bg_step_seqs: int = bounded(0, 0, 1_000_000, integer=True)
+    engine: str | None = None      # an [[engines]] entry whose fixed costs the server pays; absent: [inference]'s
 
-    def validate(self, p: str, models: list[str], hardware: list[str]) -> None:
+    def validate(self, p: str, models: list[str], hardware: list[str], engines: tuple[str, ...] = ()) -> None:
         check_name(f"{p}.name", self.name)
         check_fields(self, p)
+        if self.engine is not None and (not isinstance(self.engine, str) or self.engine not in engines):
+            raise ConfigError(f"{p}.engine = {self.engine!r}: unknown; allowed: "
+                              + (", ".join(engines) if engines else "none (no [[engines]] given)") + ", or absent")
         if isinstance(self.model, (list, dict)) or self.model not in models:
             raise ConfigError(f"{p}.model = {self.model!r}: unknown; allowed: {', '.join(models)}")
         if isinstance(self.hardware, (list, dict)) or self.hardware not in hardware:
@@ -304,8 +324,9 @@ def _default_actions() -> tuple[Action, ...]:
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    # efficiencies and per-layer costs: fitted to 631 published measured serving configurations of 10 sources
-    # (scripts/validate_latency.py --fit on data/serving; docs/model.md "Validation against measured serving");
+    # efficiencies and per-layer costs: fitted to 631 published measured serving configurations of 10 sources, engines
+    # pooled (what a server of no [[engines]] entry pays)
+    # (scripts/validate_latency.py --fit --pool-engines on data/serving; docs/model.md "Validation against measured serving");
     # a GPU's own [[hardware]] eta_* take their place where it has them
     eta_compute: float = bounded(0.322, 0.0, 1.0, lo_open=True)       # decode matmuls: achieved fraction of peak FLOP/s
     eta_memory: float = bounded(0.907, 0.0, 1.0, lo_open=True)        # weight reads: achieved fraction of memory bandwidth
@@ -364,6 +385,7 @@ class SimConfig:
     radio: RadioConfig = field(default_factory=RadioConfig)
     traffic: TrafficConfig = field(default_factory=TrafficConfig)
     hardware: tuple[Hardware, ...] = field(default_factory=_default_hardware)
+    engines: tuple[Engine, ...] | None = None        # absent: none
     models: tuple[LLMModel, ...] = field(default_factory=_default_models)
     actions: tuple[Action, ...] = field(default_factory=_default_actions)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
@@ -389,6 +411,14 @@ class SimConfig:
 
     def hw(self, name: str) -> Hardware:
         return {h.name: h for h in self.hardware}[name]
+
+    def inference_for(self, action: Action) -> "InferenceConfig":
+        """``[inference]`` with the fixed costs of the action's engine (its fields that are set) in place."""
+        if not action.engine:
+            return self.inference
+        e = {x.name: x for x in self.engines or ()}[action.engine]
+        return dataclasses.replace(self.inference, **{f.name: getattr(e, f.name) for f in fields(Engine)
+                                                      if f.name != "name" and getattr(e, f.name) is not None})
 
     def b_max(self, action: Action) -> int:
         """Concurrent sequences a server admits: KV memory left after the weights / per-sequence KV."""
@@ -437,7 +467,8 @@ class SimConfig:
         for name in ("episode", "topology", "radio", "traffic", "inference", "backhaul", "reward", "oracle"):
             if not dataclasses.is_dataclass(getattr(self, name)):
                 raise ConfigError(f"{name} = {getattr(self, name)!r}: must be a table")
-        for name, rows in (("hardware", self.hardware), ("models", self.models), ("actions", self.actions)):
+        for name, rows in (("hardware", self.hardware), ("models", self.models), ("engines", self.engines or ()),
+                           ("actions", self.actions)):
             if not isinstance(rows, tuple) or not all(dataclasses.is_dataclass(r) for r in rows):
                 raise ConfigError(f"{name} = {rows!r}: must be an array of tables")
         self.episode.validate("episode")
@@ -454,10 +485,14 @@ class SimConfig:
         for i, m in enumerate(self.models):
             _validate_entry(m, f"models[{i}]", self.type_names)
         check_unique("models", [m.name for m in self.models])
+        for i, e in enumerate(self.engines or ()):
+            _validate_entry(e, f"engines[{i}]")
+        check_unique("engines", [e.name for e in self.engines or ()])
         if not 2 <= len(self.actions) <= 8:
             raise ConfigError(f"actions: {len(self.actions)} given; allowed [2, 8]")
         for i, a in enumerate(self.actions):
-            _validate_entry(a, f"actions[{i}]", [m.name for m in self.models], [h.name for h in self.hardware])
+            _validate_entry(a, f"actions[{i}]", [m.name for m in self.models], [h.name for h in self.hardware],
+                            tuple(e.name for e in self.engines or ()))
         check_unique("actions", self.action_names)
         for i, a in enumerate(self.actions):
             bmax = self.b_max(a)
@@ -480,7 +515,7 @@ class SimConfig:
 _SECTIONS = {"episode": EpisodeConfig, "topology": TopologyConfig, "radio": RadioConfig,
              "inference": InferenceConfig, "backhaul": BackhaulConfig, "reward": RewardConfig,
              "oracle": OracleConfig}
-_TABLES = {"hardware": Hardware, "models": LLMModel, "actions": Action}
+_TABLES = {"hardware": Hardware, "models": LLMModel, "engines": Engine, "actions": Action}
 
 
 def _build(cls: type, data: Any, path: str) -> Any:
@@ -559,7 +594,7 @@ def config_from_dict(data: dict[str, Any], merge: bool = True) -> SimConfig:
         kw["traffic"] = _build(TrafficConfig, tr, "traffic")
     for name, cls in _TABLES.items():
         if name in data:
-            kw[name] = _rows(cls, data[name], getattr(base, name), name, merge)
+            kw[name] = _rows(cls, data[name], getattr(base, name) or (), name, merge)
     return base.replace(**kw).validate()
 
 
@@ -737,5 +772,5 @@ def config_toml(cfg: SimConfig, comments: bool = True) -> str:
     for name in ("inference", "backhaul", "reward", "oracle"):
         table(name, getattr(cfg, name))
     for name in _TABLES:
-        array(name, getattr(cfg, name))
+        array(name, getattr(cfg, name) or ())
     return "\n".join(lines).lstrip("\n") + "\n"

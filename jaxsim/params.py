@@ -134,8 +134,9 @@ def server_terms(h: Hardware, m: LLMModel, n_gpus: int, inf: InferenceConfig) ->
 
 
 def server_arrays(servers, inf: InferenceConfig) -> dict[str, jnp.ndarray]:
-    """:func:`server_terms` of each (hardware, model, n_gpus) of ``servers``, stacked into [V] float32 arrays."""
-    terms = [server_terms(h, m, n, inf) for h, m, n in servers]
+    """:func:`server_terms` of each (hardware, model, n_gpus[, its own inference config: its engine's costs in
+    place]) of ``servers``, stacked into [V] float32 arrays; without the fourth, ``inf``."""
+    terms = [server_terms(*s[:3], s[3] if len(s) > 3 else inf) for s in servers]
     return {k: jnp.asarray(np.array([d[k] for d in terms], np.float32)) for k in terms[0]}
 
 
@@ -209,7 +210,8 @@ def make_params(cfg: SimConfig) -> EnvParams:
         quality=f32([[cfg.model(a.model).quality[t.name] for t in tts] for a in cfg.actions]),
         act_is_edge=jnp.asarray([a.site == "edge" for a in cfg.actions]),
         act_server_base=jnp.asarray(base, jnp.int32),
-        **server_arrays([(cfg.hw(a.hardware), cfg.model(a.model), a.n_gpus) for a in servers], inf),
+        **server_arrays([(cfg.hw(a.hardware), cfg.model(a.model), a.n_gpus, cfg.inference_for(a)) for a in servers],
+                        inf),
         srv_b_max=jnp.asarray([cfg.b_max(a) for a in servers], jnp.int32),
         srv_bg_max=jnp.asarray([a.bg_max_seqs for a in servers], jnp.int32),
         srv_bg_step=jnp.asarray([a.bg_step_seqs for a in servers], jnp.int32),

@@ -7,9 +7,10 @@
 Data: a CSV, one measured serving configuration a row: ``source, hardware, model, n_gpus, batch, input_tokens,
 output_tokens`` and any of ``measured_tokens_per_s_per_gpu`` (output tokens/s per GPU of one static batch),
 ``measured_batch_latency_ms`` (the whole static batch: prefill and every output token), ``measured_first_token_ms``
-(time to the first token at that batch) and ``measured_ms_per_output_token`` (a decode step at that batch); other
-columns (citation, note) are kept as they are. Hardware and models are looked up in a TOML of the scenario schema
-(``[[hardware]]`` and ``[[models]]`` tables; a model's quality may be left out). Bad input (unknown names, a
+(time to the first token at that batch) and ``measured_ms_per_output_token`` (a decode step at that batch); an
+optional ``engine`` (the engine that ran the row, empty for none); other columns (citation, note) are kept as
+they are. Hardware, models and engines are looked up in a TOML of the scenario schema (``[[hardware]]`` and
+``[[models]]`` tables, a model's quality may be left out; ``[[engines]]`` where rows name engines). Bad input (unknown names, a
 missing or malformed column, a row with nothing measured) exits 2 naming the row and column, before any compute.
 
 What the project books (``jaxsim.inference``: the environment's own formulas on servers derived by
@@ -20,12 +21,14 @@ token = the decode steps' mean.
 
 Errors: each metric's mean absolute relative error over its rows (batch-latency rows count as throughput rows:
 booked / measured throughput). Held out: each source in turn is left out, the efficiencies are refitted on the
-others (from the shipped values) and the left-out source's rows are booked with that fit; ``held_out_*`` pool
-those errors. Every fit (``--fit``, and each left-one-out fit) starts from the same data-free point (START) and
-fits the global efficiencies of ``[inference]`` and each catalog GPU's own ``eta_compute`` / ``eta_memory`` /
-``eta_prefill`` / ``eta_attention`` (GPUs whose rows span fewer than two models keep the global values) by
-gradient descent through the booking itself, minimising the sum over metrics of the mean absolute relative
-error over the rows. Deterministic.
+others and the left-out source's rows are booked with that fit; ``held_out_*`` pool those errors. Every fit
+(``--fit``, and each left-one-out fit) starts from the same data-free point (START), reads none of the catalog's
+own values (the project's are the fit on every row), and fits the global efficiencies of ``[inference]``, each
+GPU's own ``eta_compute`` / ``eta_memory`` / ``eta_prefill`` / ``eta_attention`` and each engine's own per-layer
+fixed costs (``prefill_overhead_s_per_layer`` / ``step_overhead_s_per_layer`` / ``tp_sync_s_per_layer``; GPUs and
+engines whose rows span fewer than two models get the others' geometric mean) by gradient descent through the
+booking itself, minimising the sum over metrics of the mean absolute relative error over the rows.
+``--pool-engines`` treats every row as of no engine (how ``[inference]``'s defaults are fitted). Deterministic.
 
 Writes <out>/latency_validation.csv (every row: measured, booked, error, and its held-out booking); the last
 line printed is one JSON object {"bench": "latency", "n": ..., "throughput_mape": ..., "ttft_mape": ...,
@@ -53,7 +56,7 @@ import numpy as np
 from experiment.files import write_csv
 from experiment.runs import check_writable
 from jaxsim import inference
-from jaxsim.config import Action, Hardware, InferenceConfig, LLMModel
+from jaxsim.config import Action, Engine, Hardware, InferenceConfig, LLMModel
 from jaxsim.fields import ConfigError, spec
 from jaxsim.params import server_terms
 
@@ -67,12 +70,14 @@ MEASURED = ("measured_tokens_per_s_per_gpu", "measured_batch_latency_ms", "measu
 GLOBAL = ("eta_compute", "eta_memory", "eta_prefill", "eta_attention", "prefill_overhead_s_per_layer",
           "step_overhead_s_per_layer", "tp_sync_s_per_layer")
 PER_GPU = ("eta_compute", "eta_memory", "eta_prefill", "eta_attention")
+PER_ENGINE = ("prefill_overhead_s_per_layer", "step_overhead_s_per_layer", "tp_sync_s_per_layer")
 METRICS = ("throughput", "ttft", "tpot")
 
 
 # ------------------------------------------------------------------------------------------------ input
-def read_catalog(path) -> tuple[dict[str, Hardware], dict[str, LLMModel]]:
-    """Hardware and models of a TOML in the scenario schema, each validated as a scenario's are."""
+def read_catalog(path) -> tuple[dict[str, Hardware], dict[str, LLMModel], dict[str, Engine]]:
+    """Hardware, models and (optional ``[[engines]]``) engines of a TOML in the scenario schema, each validated
+    as a scenario's are."""
     try:
         with open(path, "rb") as f:
             doc = tomllib.load(f)
@@ -81,8 +86,14 @@ def read_catalog(path) -> tuple[dict[str, Hardware], dict[str, LLMModel]]:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"--catalog {str(path)!r}: not valid TOML ({e})") from None
     out = []
-    for table, cls in (("hardware", Hardware), ("models", LLMModel)):
-        rows = doc.get(table)
+    extra = sorted(set(doc) - {"hardware", "models", "engines"})
+    if extra:
+        raise ConfigError(f"--catalog {str(path)!r}: unknown table {extra[0]!r}; allowed: hardware, models, engines")
+    for table, cls in (("hardware", Hardware), ("models", LLMModel), ("engines", Engine)):
+        rows = doc.get(table, [] if table == "engines" else None)
+        if table == "engines" and rows == []:
+            out.append({})
+            continue
         if not isinstance(rows, list) or not rows:
             raise ConfigError(f"--catalog {str(path)!r}: needs [[{table}]] tables")
         items = {}
@@ -98,12 +109,12 @@ def read_catalog(path) -> tuple[dict[str, Hardware], dict[str, LLMModel]]:
                 obj = cls(**r)
             except TypeError as e:
                 raise ConfigError(f"{p}: {e}") from None
-            obj.validate(p) if cls is Hardware else obj.validate(p, list(obj.quality))
+            obj.validate(p, list(obj.quality)) if cls is LLMModel else obj.validate(p)
             if obj.name in items:
                 raise ConfigError(f"{p}.name = {obj.name!r}: given twice")
             items[obj.name] = obj
         out.append(items)
-    return out[0], out[1]
+    return out[0], out[1], out[2]
 
 
 def _number(path: str, text: str, lo: float, integer: bool) -> float:
@@ -117,9 +128,12 @@ def _number(path: str, text: str, lo: float, integer: bool) -> float:
     return v
 
 
-def read_rows(path, hardware: dict, models: dict) -> list[dict]:
+def read_rows(path, hardware: dict, models: dict, engines: dict | None = None) -> list[dict]:
     """The measured rows of a CSV, checked against the catalog: unknown names, missing or malformed columns
-    and rows with nothing measured are refused naming the row (its line in the file) and the column."""
+    and rows with nothing measured are refused naming the row (its line in the file) and the column. The
+    optional column ``engine`` names a catalog ``[[engines]]`` entry (empty: an engine without data, which
+    gets ``[inference]``'s fixed costs)."""
+    engines = engines or {}
     try:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
@@ -144,9 +158,14 @@ def read_rows(path, hardware: dict, models: dict) -> list[dict]:
         if r["model"] not in models:
             raise ConfigError(f"{where}, column model = {r['model']!r}: not in the catalog "
                               f"(known: {', '.join(sorted(models))})")
+        eng = (r.get("engine") or "").strip()
+        if eng and eng not in engines:
+            raise ConfigError(f"{where}, column engine = {eng!r}: not in the catalog's [[engines]] "
+                              f"(known: {', '.join(sorted(engines)) or 'none'}; leave it empty for none)")
         if not r["source"].strip():
             raise ConfigError(f"{where}, column source: empty; name where the row comes from")
         row = dict(r)
+        row["engine"] = eng
         for k, lo in (("n_gpus", 1), ("batch", 1), ("input_tokens", 1), ("output_tokens", 1)):
             row[k] = int(_number(f"{where}, column {k}", r[k], lo, True))
         n_range.check(f"{where}, column n_gpus", row["n_gpus"])
@@ -183,9 +202,13 @@ class Table:
     osl: np.ndarray
     source: np.ndarray
     measured: dict             # metric -> [N] value, nan where the row has none
+    eng: np.ndarray            # [N] index into engines, -1 for a row without an engine
+    engines: list
+    eng_cat: dict              # PER_ENGINE field -> [len(engines)] the catalog's value, nan where it has none
+    gpu_cat: dict              # PER_GPU field -> [len(gpus)] the catalog's value, nan where it has none
 
 
-def table(rows, hardware: dict, models: dict) -> Table:
+def table(rows, hardware: dict, models: dict, engines: dict | None = None) -> Table:
     col = lambda f: np.array([f(r) for r in rows], np.float64)    # noqa: E731
     gpus = sorted({r["hardware"] for r in rows})
     hw = {k: col(lambda r: getattr(hardware[r["hardware"]], k) or np.nan)
@@ -200,21 +223,37 @@ def table(rows, hardware: dict, models: dict) -> Table:
         return col(lambda r: r["measured"].get(k, np.nan))
     thr = np.where(np.isfinite(m("measured_tokens_per_s_per_gpu")), m("measured_tokens_per_s_per_gpu"),
                    b * osl / (1e-3 * m("measured_batch_latency_ms")) / n)
+    engs = sorted({r["engine"] for r in rows if r.get("engine")})
+    known = engines or {}
+    eng_cat = {k: np.array([getattr(known[e], k) if e in known and getattr(known[e], k) is not None else np.nan
+                            for e in engs], np.float64) for k in PER_ENGINE}
     return Table(rows, np.array([gpus.index(r["hardware"]) for r in rows]), gpus, hw, model, n, b,
                  col(lambda r: r["input_tokens"]), osl, np.array([r["source"] for r in rows]),
-                 {"throughput": thr, "ttft": m("measured_first_token_ms"), "tpot": m("measured_ms_per_output_token")})
+                 {"throughput": thr, "ttft": m("measured_first_token_ms"), "tpot": m("measured_ms_per_output_token")},
+                 np.array([engs.index(r["engine"]) if r.get("engine") else -1 for r in rows]), engs, eng_cat,
+                 {k: np.array([getattr(hardware[g], k) or np.nan for g in gpus], np.float64) for k in PER_GPU})
+
+
+def _per_row(eff: dict, keys, names: list, index: np.ndarray, catalog: dict, fallback) -> dict:
+    """Per-row columns of ``keys``: ``eff``'s "<name>.<key>" entry of the row's hardware or engine (``names``
+    [``index``]; index -1: none), else the catalog's own value (``catalog[key]`` per name), else ``fallback``'s
+    (the global one)."""
+    cols = {}
+    for k in keys:
+        own = np.array([eff.get(f"{g}.{k}", np.nan) for g in names] + [np.nan])[index]
+        cat = np.append(catalog[k], np.nan)[index]
+        cols[k] = np.where(np.isfinite(own), own, np.where(np.isfinite(cat), cat, getattr(fallback, k)))
+    return cols
 
 
 def servers(t: Table, eff: dict) -> inference.ServingParams:
-    """One server per row, from ``eff``: [inference] fields and, per GPU, "<gpu>.<eta>" entries (absent: the
-    catalog's own value, else the global one)."""
+    """One server per row, from ``eff``: [inference] fields and, per GPU, "<gpu>.<eta>" entries, per engine
+    "<engine>.<overhead>" entries (absent: the catalog's own value, else the global one)."""
     inf = dataclasses.replace(InferenceConfig(), **{k: v for k, v in eff.items() if "." not in k})
-    cols = {}
-    for k in PER_GPU:
-        per = np.array([eff.get(f"{g}.{k}", np.nan) for g in t.gpus])[t.gpu]
-        cols[k] = np.where(np.isfinite(per), per, np.where(np.isfinite(t.hw[k]), t.hw[k], getattr(inf, k)))
-    h = SimpleNamespace(**{**t.hw, **cols})
-    terms = server_terms(h, t.model, t.n_gpus, inf)
+    h = SimpleNamespace(**{**t.hw, **_per_row(eff, PER_GPU, t.gpus, t.gpu, t.gpu_cat, inf)})
+    inf_rows = SimpleNamespace(**{**dataclasses.asdict(inf),
+                                  **_per_row(eff, PER_ENGINE, t.engines, t.eng, t.eng_cat, inf)})
+    terms = server_terms(h, t.model, t.n_gpus, inf_rows)
     return inference.ServingParams(n_servers=len(t.rows), max_seqs=1, prefill_stall=False, bg_context=jnp.float32(0.0),
                                    prefill_attention=jnp.float32(1.0 if inf.prefill_attention else 0.0),
                                    **{k: jnp.asarray(np.asarray(v, np.float32)) for k, v in terms.items()})
@@ -248,15 +287,22 @@ BOUNDS = {"eta_compute": (0.05, 1.0), "eta_memory": (0.05, 1.0), "eta_prefill": 
 
 
 def fit(t: Table, start: dict, sel: np.ndarray, steps: int = 3000, lr: float = 0.03) -> dict:
-    """The efficiencies on rows ``sel``, from ``start``: the global ones and, jointly, each GPU's own for GPUs
-    whose rows there span at least two models (others keep the catalog's, else the global value). Minimises the
+    """The efficiencies on rows ``sel``, from ``start``: the global ones and, jointly, each GPU's own efficiencies
+    and each engine's own fixed costs, for GPUs and engines whose rows there span at least two models (others
+    keep the catalog's, else the global value; :func:`held_out` and ``--fit`` pass a table without the catalog's
+    fitted values). The global fixed costs (what an engine without data gets) are then the engines' geometric
+    mean unless some rows name no engine. Minimises the
     sum over metrics of the mean absolute relative error over the rows by projected Adam on the logarithms of the values, kept inside
     BOUNDS, through the booking's own formulas (``jax.grad``); deterministic. The global eta_compute /
     eta_memory / eta_prefill / eta_attention (what a GPU without data gets) are then the geometric means of the
     GPUs' own."""
     import optax
     own = np.array([len(np.unique(t.model.n_params[sel & (t.gpu == gi)])) >= 2 for gi in range(len(t.gpus))])
+    own_e = np.array([len(np.unique(t.model.n_params[sel & (t.eng == ei)])) >= 2 for ei in range(len(t.engines))])
+    eng = jnp.asarray(np.maximum(t.eng, 0))
+    own_e_row = jnp.asarray(np.append(own_e, False)[t.eng])
     f32 = lambda x: jnp.asarray(np.asarray(x, np.float64), jnp.float32)    # noqa: E731
+    ecat = {k: f32(np.nan_to_num(np.append(t.eng_cat[k], np.nan)[t.eng], nan=-1.0)) for k in PER_ENGINE}
     hw = {k: f32(np.nan_to_num(v, nan=-1.0)) for k, v in t.hw.items()}
     model = SimpleNamespace(**{k: f32(v) for k, v in vars(t.model).items()})
     gpu, own_row = jnp.asarray(t.gpu), jnp.asarray(own[t.gpu])
@@ -269,6 +315,10 @@ def fit(t: Table, start: dict, sel: np.ndarray, steps: int = 3000, lr: float = 0
 
     def loss_fn(z):
         inf = SimpleNamespace(**{k: jnp.exp(z["g"][k]) for k in GLOBAL}, attention_heads=heads)
+        if len(t.engines):
+            for k in PER_ENGINE:
+                setattr(inf, k, jnp.where(own_e_row, jnp.exp(z["eng"][k])[eng],
+                                          jnp.where(ecat[k] > 0, ecat[k], jnp.exp(z["g"][k]))))
         cols = {k: jnp.where(own_row, jnp.exp(z["gpu"][k])[gpu],
                              jnp.where(hw[k] > 0, hw[k], jnp.exp(z["g"][k]))) for k in PER_GPU}
         terms = server_terms(SimpleNamespace(**{**hw, **cols}), model, n, inf)
@@ -282,10 +332,11 @@ def fit(t: Table, start: dict, sel: np.ndarray, steps: int = 3000, lr: float = 0
         return total
 
     def clip(z):
-        return {"g": {k: jnp.clip(v, lo[k], hi[k]) for k, v in z["g"].items()},
-                "gpu": {k: jnp.clip(v, lo[k], hi[k]) for k, v in z["gpu"].items()}}
+        return {part: {k: jnp.clip(v, lo[k], hi[k]) for k, v in z[part].items()} for part in z}
     z = clip({"g": {k: jnp.float32(np.log(start[k])) for k in GLOBAL},
-              "gpu": {k: f32(np.log([start.get(f"{g}.{k}", start[k]) for g in t.gpus])) for k in PER_GPU}})
+              "gpu": {k: f32(np.log([start.get(f"{g}.{k}", start[k]) for g in t.gpus])) for k in PER_GPU},
+              "eng": {k: f32(np.log([start.get(f"{e}.{k}", start[k]) for e in t.engines] or [start[k]]))
+                      for k in PER_ENGINE}})
     opt = optax.adam(lr)
 
     @jax.jit
@@ -305,6 +356,13 @@ def fit(t: Table, start: dict, sel: np.ndarray, steps: int = 3000, lr: float = 0
                 eff[f"{g}.{k}"] = float(vals[gi])
         if own.any():
             eff[k] = float(np.exp(np.mean(np.log(vals[own]))))
+    for k in PER_ENGINE:
+        vals = np.exp(np.asarray(z["eng"][k], np.float64))
+        for ei, e in enumerate(t.engines):
+            if own_e[ei]:
+                eff[f"{e}.{k}"] = float(vals[ei])
+        if own_e.any() and not (sel & (t.eng < 0)).any():
+            eff[k] = float(np.exp(np.mean(np.log(vals[own_e]))))
     return eff
 
 
@@ -334,9 +392,18 @@ def summary(t: Table, err: dict, prefix: str = "") -> dict:
     return {k: round(v, 4) for k, v in out.items() if v is not None}
 
 
+def without_catalog_fits(t: Table) -> Table:
+    """``t`` without the catalog's own efficiencies and fixed costs (the project's are the fit on every row, so
+    a held-out fit that read them would see its left-out rows)."""
+    nan = lambda d: {k: np.full_like(v, np.nan) for k, v in d.items()}    # noqa: E731
+    return dataclasses.replace(t, hw={**t.hw, **nan({k: t.hw[k] for k in PER_GPU})}, gpu_cat=nan(t.gpu_cat),
+                               eng_cat=nan(t.eng_cat))
+
+
 def held_out(t: Table, start: dict) -> tuple[dict, list]:
     """Leave each source out in turn: fit on the others from ``start`` (:data:`START`, with the attention form
-    of the run), book the left-out rows with that fit."""
+    of the run) without the catalog's fitted values, book the left-out rows with that fit."""
+    t = without_catalog_fits(t)
     booked = {k: np.full(len(t.rows), np.nan) for k in METRICS}
     fits = []
     for s in sorted(set(t.source)):
@@ -355,18 +422,23 @@ def main(argv=None) -> dict:
     ap.add_argument("--catalog", default=None, help="TOML with [[hardware]] and [[models]] (default: the project's)")
     ap.add_argument("--fit", action="store_true", help="also refit the efficiencies on all rows and print them")
     ap.add_argument("--no-held-out", action="store_true", help="skip the leave-one-source-out fits")
+    ap.add_argument("--pool-engines", action="store_true",
+                    help="ignore the engine column: every row an engine without data (how [inference]'s defaults, "
+                         "what a server of no named engine pays, are fitted)")
     ap.add_argument("--attention-heads", choices=("kv", "query"), default=None,
                     help="decode attention's read by KV heads or query heads (default: [inference]'s)")
     ap.add_argument("--out", default="results", help="folder for latency_validation.csv")
     args = ap.parse_args(argv)
     try:
         check_writable(args.out)
-        hardware, models = read_catalog(args.catalog or DEFAULT_CATALOG)
-        rows = read_rows(args.data or DEFAULT_DATA, hardware, models)
+        hardware, models, engines = read_catalog(args.catalog or DEFAULT_CATALOG)
+        rows = read_rows(args.data or DEFAULT_DATA, hardware, models, engines)
+        if args.pool_engines:
+            rows = [{**r, "engine": ""} for r in rows]
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2)
-    t = table(rows, hardware, models)
+    t = table(rows, hardware, models, engines)
     eff = shipped(hardware)
     if args.attention_heads:
         eff["attention_heads"] = args.attention_heads
@@ -383,9 +455,10 @@ def main(argv=None) -> dict:
         out["held_out_per_source"] = {s: summary(t, {k: np.where(t.source == s, v, np.nan)
                                                      for k, v in errors(t, ho).items()}) for s, _ in fits}
     if args.fit:
-        fitted = fit(t, {**START, "attention_heads": eff["attention_heads"]}, np.ones(len(rows), bool))
+        fitted = fit(without_catalog_fits(t), {**START, "attention_heads": eff["attention_heads"]},
+                     np.ones(len(rows), bool))
         out["fitted"] = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in fitted.items()}
-        out["fitted"].update(summary(t, errors(t, book(t, fitted)), "fit_"))
+        out["fitted"].update(summary(t, errors(t, book(without_catalog_fits(t), fitted)), "fit_"))
     header = ["metric", *KEYS, "measured", "booked", "rel_error", "held_out_booked", "held_out_rel_error"]
     table_rows = []
     for k in METRICS:

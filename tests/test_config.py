@@ -158,3 +158,28 @@ def test_set_overrides_any_field_through_the_same_validation():
         with pytest.raises(ConfigError) as e:
             set_fields(SimConfig(), [bad])
         assert needle in str(e.value), str(e.value)
+
+
+def test_an_action_pays_its_engines_fixed_costs():
+    """``[[engines]]`` and an action's ``engine``: the server pays the engine's fixed costs (fields it leaves
+    out: ``[inference]``'s); no engine books exactly as before; an unknown engine is refused naming the field;
+    the default scenario's hash (its cached runs) is unchanged by the schema."""
+    base = SimConfig().validate()
+    big = {"name": "cloud_large", "model": "llama-3.1-70b", "site": "cloud", "hardware": "H100-SXM", "n_gpus": 8,
+           "bg_max_seqs": 768, "bg_step_seqs": 96}
+    cfg = config_from_dict({"engines": [{"name": "graphs", "step_overhead_s_per_layer": 2e-5}],
+                            "actions": [{**big, "engine": "graphs"}]})
+    p0, p1 = make_params(base), make_params(cfg)
+    layers = cfg.model("llama-3.1-70b").n_layers
+    assert float(p1.srv_step_fixed_s[-1]) == pytest.approx(layers * 2e-5)
+    assert float(p1.srv_step_fixed_s[-1]) < float(p0.srv_step_fixed_s[-1])
+    assert float(p1.srv_tp_fixed_s[-1]) == float(p0.srv_tp_fixed_s[-1])      # left out: [inference]'s
+    for k in ("srv_step_fixed_s", "srv_tp_fixed_s", "srv_prefill_overhead_s"):
+        assert (getattr(p1, k)[:-1] == getattr(p0, k)[:-1]).all()
+    with pytest.raises(ConfigError, match=r"actions\[2\].engine = 'trt': unknown; allowed: graphs, or absent"):
+        config_from_dict({"engines": [{"name": "graphs"}], "actions": [{**big, "engine": "trt"}]})
+    with pytest.raises(ConfigError, match=r"engines\[0\].tp_sync_s_per_layer = 1.0 is out of range"):
+        config_from_dict({"engines": [{"name": "graphs", "tp_sync_s_per_layer": 1.0}]})
+    from jaxsim.config import config_hash, config_to_dict
+    assert "engines" not in config_to_dict(base) and "engine" not in config_to_dict(base)["actions"][0]
+    assert config_hash(base) == config_hash(config_from_dict({}))

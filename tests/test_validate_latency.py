@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxsim.config import InferenceConfig
+from jaxsim.config import InferenceConfig, SimConfig
 from scripts import validate_latency as V
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,20 +42,24 @@ def _loop(row, h, m, inf):
 
 @pytest.fixture(scope="module")
 def project():
-    hw, models = V.read_catalog(V.DEFAULT_CATALOG)
-    rows = V.read_rows(V.DEFAULT_DATA, hw, models)
-    return hw, models, rows
+    hw, models, engines = V.read_catalog(V.DEFAULT_CATALOG)
+    rows = V.read_rows(V.DEFAULT_DATA, hw, models, engines)
+    return hw, models, rows, engines
 
 
 def test_booked_equals_a_token_loop(project):
-    hw, models, rows = project
-    t = V.table(rows, hw, models)
+    hw, models, rows, engines = project
+    t = V.table(rows, hw, models, engines)
     got = V.book(t, V.shipped(hw))
-    inf = InferenceConfig()
     picked = [i for i, r in enumerate(rows) if r["output_tokens"] <= 256][::23]
     assert len({rows[i]["n_gpus"] for i in picked}) >= 3 and len({rows[i]["hardware"] for i in picked}) >= 3
+    assert len({rows[i]["engine"] for i in picked}) >= 3
     for i in picked:
         r = rows[i]
+        # the row's engine's fixed costs in [inference]'s place, as a scenario's action naming it gets them
+        inf = SimConfig(engines=(engines[r["engine"]],)).inference_for(
+            dataclasses.replace(SimConfig().actions[0], engine=r["engine"]))
+        assert inf.step_overhead_s_per_layer == engines[r["engine"]].step_overhead_s_per_layer
         want = _loop(r, hw[r["hardware"]], models[r["model"]], inf)
         for k, x in zip(V.METRICS, want):
             assert got[k][i] == pytest.approx(x, rel=2e-4), (k, r)
@@ -90,9 +94,9 @@ def test_project_report_errors_and_held_out(tmp_path):
     assert res["tp1_throughput_mape"] == pytest.approx(np.mean([abs(float(r["rel_error"])) for r in tp1]), abs=2e-3)
     # what the shipped defaults reach in sample (docs/model.md); the issue's held-out targets (12% single-GPU,
     # 20% multi-GPU, 20% first token) are not all met yet: these bounds hold today's held-out figures
-    assert res["tp1_throughput_mape"] <= 0.13 and res["tp_throughput_mape"] <= 0.18 and res["ttft_mape"] <= 0.18
+    assert res["tp1_throughput_mape"] <= 0.12 and res["tp_throughput_mape"] <= 0.15 and res["ttft_mape"] <= 0.16
     assert res["held_out_ttft_mape"] <= 0.20
-    assert res["held_out_tp1_throughput_mape"] <= 0.25 and res["held_out_tp_throughput_mape"] <= 0.30
+    assert res["held_out_tp1_throughput_mape"] <= 0.18 and res["held_out_tp_throughput_mape"] <= 0.26
     assert len(res["held_out_per_source"]) == len(res["sources"]) >= 3
 
 
@@ -123,11 +127,16 @@ def test_the_docs_example_runs(tmp_path, capsys):
     (lambda c, t: (c.replace("1,64,128,128,3100", "1,6x,128,128,3100"), t), ["line 2", "batch", "6x"]),
     (lambda c, t: (c.replace("4,64,128,128,480,", "4,64,128,128,,"), t), ["line 4", "nothing measured"]),
     (lambda c, t: (c.replace(",8\n", ",-8\n"), t), ["line 6", "measured_first_token_ms"]),
-    (lambda c, t: (c.replace("lab-b,H100-80GB-FP8,llama-3-8b-fp8,2,", "lab-b,H100-80GB-FP8,llama-3-8b-fp8,99,"), t),
+    (lambda c, t: (c.replace("lab-b,,H100-80GB-FP8,llama-3-8b-fp8,2,", "lab-b,,H100-80GB-FP8,llama-3-8b-fp8,99,"), t),
      ["line 6", "n_gpus", "[1, 72]"]),
     (lambda c, t: (c, t.replace("head_dim = 128\nd_model = 8192", "head_dim = 128\nd_modl = 8192")),
      ["models[1].d_modl", "unknown field"]),
     (lambda c, t: (c, t.replace("peak_flops = 312e12", "peak_flops = -1.0")), ["hardware[0].peak_flops", "out of range"]),
+    (lambda c, t: (c.replace("lab-a,my-engine,A100-80GB,llama-2-70b", "lab-a,vllm,A100-80GB,llama-2-70b"), t),
+     ["line 4", "engine", "vllm", "my-engine"]),
+    (lambda c, t: (c, t.replace("step_overhead_s_per_layer = 3e-5", "step_overhead_s_per_layer = 0.5")),
+     ["engines[0].step_overhead_s_per_layer", "out of range"]),
+    (lambda c, t: (c, t + "\n[[enignes]]\nname = \"x\"\n"), ["unknown table", "enignes"]),
 ])
 def test_bad_user_data_is_refused_naming_row_and_column(tmp_path, capsys, edit, words):
     data, cat = _docs_example(tmp_path)
@@ -145,17 +154,21 @@ def test_bad_user_data_is_refused_naming_row_and_column(tmp_path, capsys, edit, 
 
 
 def test_fit_recovers_efficiencies_it_generated(project, tmp_path):
-    """Rows whose measured values are the booking with known efficiencies: the fit from its data-free start
-    finds a booking within 1% of them on every row."""
-    hw, models, rows = project
+    """Rows whose measured values are the booking with known efficiencies, the same rows twice on two engines
+    of different fixed costs: the fit from its data-free start finds a booking within 1% of them on every row,
+    each engine's costs its own."""
+    hw, models, rows, _ = project
     truth = dataclasses.replace(InferenceConfig(), eta_compute=0.45, eta_memory=0.7, eta_prefill=0.55,
                                 eta_attention=0.5, step_overhead_s_per_layer=2e-5, tp_sync_s_per_layer=3e-5,
                                 prefill_overhead_s_per_layer=5e-5)
     plain = {k: dataclasses.replace(h, eta_compute=None, eta_memory=None, eta_prefill=None, eta_attention=None)
              for k, h in hw.items()}
     picked = [dict(r) for r in rows if r["source"].startswith("trtllm-v0.8")]
+    picked += [{**r, "engine": "slow"} for r in picked]
     t = V.table(picked, plain, models)
-    eff = {k: getattr(truth, k) for k in V.GLOBAL} | {"attention_heads": "kv"}
+    assert t.engines == ["slow", "tensorrt-llm"]
+    eff = {k: getattr(truth, k) for k in V.GLOBAL} | {"attention_heads": "kv", "slow.step_overhead_s_per_layer": 9e-5,
+                                                       "slow.tp_sync_s_per_layer": 1e-4}
     booked = V.book(t, eff)
     for i, r in enumerate(picked):
         r["measured"] = {"measured_tokens_per_s_per_gpu": float(booked["throughput"][i])} if r["output_tokens"] > 1 \
@@ -167,6 +180,22 @@ def test_fit_recovers_efficiencies_it_generated(project, tmp_path):
     for k in ("throughput", "ttft"):
         assert np.nanmax(np.abs(before[k])) > 0.1
         assert np.nanmean(np.abs(after[k])) < 0.01, k
+    assert fitted["slow.step_overhead_s_per_layer"] == pytest.approx(9e-5, rel=0.1)
+    assert fitted["tensorrt-llm.step_overhead_s_per_layer"] == pytest.approx(2e-5, rel=0.2)
+
+
+def test_held_out_reads_nothing_the_catalog_fitted(project):
+    """The catalog's efficiencies and engine costs are the fit on every row: a left-one-out booking must not
+    depend on them (else it would see its left-out rows)."""
+    hw, models, rows, engines = project
+    picked = [r for r in rows if r["source"] in ("trtllm-v0.5.0", "trtllm-v0.6.1", "gpt-fast")]
+    start = {**V.START, "attention_heads": "kv"}
+    a = V.held_out(V.table(picked, hw, models, engines), start)[0]
+    odd_hw = {k: dataclasses.replace(h, eta_memory=0.11, eta_compute=0.12) for k, h in hw.items()}
+    odd_eng = {k: dataclasses.replace(e, step_overhead_s_per_layer=9e-4) for k, e in engines.items()}
+    b = V.held_out(V.table(picked, odd_hw, models, odd_eng), start)[0]
+    for k in V.METRICS:
+        np.testing.assert_array_equal(a[k], b[k])
 
 
 def test_unwritable_out_is_refused_before_any_compute(tmp_path, capsys):
