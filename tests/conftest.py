@@ -1,12 +1,26 @@
 import dataclasses
 import os
+import shutil
+import tempfile
 
 import pytest
 
-# no persistent compilation cache in the test process nor in the scripts it starts: the suite tests results, and a
-# cache in a fresh folder only served the scripts the tests start (it cost writing every executable out).
-os.environ["GENAI_EDGE_LAB_JAX_CACHE"] = "off"
-os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+# One persistent compilation cache for the session, in a fresh folder: shared by the xdist workers (they inherit
+# the controller's environment), by the modules of a worker (whose executables are dropped after each module,
+# see _free_executables) and by the scripts the tests start. Programs that compile in under 0.5 s are not
+# written. Nothing persists past the session; GENAI_EDGE_LAB_TEST_JAX_CACHE=off compiles everything afresh.
+_OWN_CACHE = False
+if os.environ.get("GENAI_EDGE_LAB_TEST_JAX_CACHE", "").lower() == "off":
+    os.environ["GENAI_EDGE_LAB_JAX_CACHE"] = "off"
+    os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+else:
+    if "GENAI_EDGE_LAB_TEST_JAX_CACHE_DIR" not in os.environ:          # the controller (or a run without xdist)
+        os.environ["GENAI_EDGE_LAB_TEST_JAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="genai-edge-lab-test-jax-")
+        _OWN_CACHE = True
+    os.environ.pop("GENAI_EDGE_LAB_JAX_CACHE", None)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["GENAI_EDGE_LAB_TEST_JAX_CACHE_DIR"]
+    from jaxsim.compilation import use_persistent_cache
+    use_persistent_cache(os.environ["JAX_COMPILATION_CACHE_DIR"])
 
 from jaxsim.config import EpisodeConfig, InferenceConfig, OracleConfig, SimConfig, TopologyConfig
 
@@ -16,6 +30,12 @@ def tiny_config(**kw) -> SimConfig:
     cfg = SimConfig(episode=EpisodeConfig(horizon=6), topology=TopologyConfig(n_cells=2, users_per_cell=3),
                     inference=InferenceConfig(max_server_seqs=32), oracle=OracleConfig(max_exhaustive_tasks=6, sweeps=1))
     return dataclasses.replace(cfg, **kw).validate() if kw else cfg.validate()
+
+
+def pytest_unconfigure(config):
+    """The session's compilation cache goes with the process that made it."""
+    if _OWN_CACHE and not hasattr(config, "workerinput"):
+        shutil.rmtree(os.environ.get("GENAI_EDGE_LAB_TEST_JAX_CACHE_DIR", ""), ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items):

@@ -41,17 +41,32 @@ def test_default_scenario_is_non_trivial():
     n = 4
     orc = rollout(key, p, oracle_policy, None, n)
     r_or = orc["slot_reward"].mean()
+    # every fixed task-type -> action table is one compiled program (the table is the policy's data); a
+    # single site is the table of one action
     for a in range(p.n_actions):
-        r = rollout(key, p, single_site(a), None, n)["slot_reward"].mean()
+        r = rollout(key, p, _by_type, jnp.full(p.n_types, a, jnp.int32), n)["slot_reward"].mean()
         assert r <= r_or - 0.1 * abs(r_or), f"{cfg.action_names[a]}-only {r:.3f} vs oracle {r_or:.3f}"
     # the best fixed task-type -> action table (the oracle's majority choice per type) loses clearly
     m = orc["mask"]
     table = np.array([np.bincount(orc["action"][m & (orc["task_type"] == t)], minlength=p.n_actions).argmax()
                       for t in range(p.n_types)])
     assert len(set(table.tolist())) > 1
-    tbl = jnp.asarray(table, jnp.int32)
-    r_tab = rollout(key, p, lambda k, o, pp: tbl[o.task_type], None, n)["slot_reward"].mean()
+    r_tab = rollout(key, p, _by_type, jnp.asarray(table, jnp.int32), n)["slot_reward"].mean()
     assert r_tab <= r_or - 0.1 * abs(r_or), f"type table {r_tab:.3f} vs oracle {r_or:.3f}"
+
+
+def _by_type(key, obs, table):
+    """The policy of a task-type -> action table (its policy data)."""
+    del key
+    return table[obs.task_type]
+
+
+def test_a_single_site_policy_is_the_table_of_its_action(tiny):
+    p = make_params(tiny)
+    obs, _ = env.reset(jax.random.PRNGKey(3), p)
+    for a in range(p.n_actions):
+        got = _by_type(None, obs, jnp.full(p.n_types, a, jnp.int32))
+        assert (np.asarray(single_site(a)(None, obs, p)) == np.asarray(got)).all()
 
 
 def test_policies_share_signature_and_range(tiny):
