@@ -204,8 +204,7 @@ class Table:
     measured: dict             # metric -> [N] value, nan where the row has none
     eng: np.ndarray            # [N] index into engines, -1 for a row without an engine
     engines: list
-    eng_cat: dict              # PER_ENGINE field -> [len(engines)] the catalog's value, nan where it has none
-    gpu_cat: dict              # PER_GPU field -> [len(gpus)] the catalog's value, nan where it has none
+    eng_cat: dict              # PER_ENGINE field -> [N] the row's engine's catalog value, nan where it has none
 
 
 def table(rows, hardware: dict, models: dict, engines: dict | None = None) -> Table:
@@ -225,24 +224,24 @@ def table(rows, hardware: dict, models: dict, engines: dict | None = None) -> Ta
                    b * osl / (1e-3 * m("measured_batch_latency_ms")) / n)
     engs = sorted({r["engine"] for r in rows if r.get("engine")})
     known = engines or {}
-    eng_cat = {k: np.array([getattr(known[e], k) if e in known and getattr(known[e], k) is not None else np.nan
-                            for e in engs], np.float64) for k in PER_ENGINE}
+    def cat(r, k):                                   # a cost of 0 is a value; absent (None) is not
+        v = getattr(known.get(r.get("engine")), k, None)
+        return np.nan if v is None else v
+    eng_cat = {k: col(lambda r: cat(r, k)) for k in PER_ENGINE}
     return Table(rows, np.array([gpus.index(r["hardware"]) for r in rows]), gpus, hw, model, n, b,
                  col(lambda r: r["input_tokens"]), osl, np.array([r["source"] for r in rows]),
                  {"throughput": thr, "ttft": m("measured_first_token_ms"), "tpot": m("measured_ms_per_output_token")},
-                 np.array([engs.index(r["engine"]) if r.get("engine") else -1 for r in rows]), engs, eng_cat,
-                 {k: np.array([getattr(hardware[g], k) or np.nan for g in gpus], np.float64) for k in PER_GPU})
+                 np.array([engs.index(r["engine"]) if r.get("engine") else -1 for r in rows]), engs, eng_cat)
 
 
 def _per_row(eff: dict, keys, names: list, index: np.ndarray, catalog: dict, fallback) -> dict:
     """Per-row columns of ``keys``: ``eff``'s "<name>.<key>" entry of the row's hardware or engine (``names``
-    [``index``]; index -1: none), else the catalog's own value (``catalog[key]`` per name), else ``fallback``'s
-    (the global one)."""
+    [``index``]; index -1: none), else the row's catalog value (``catalog[key]``, nan: none), else
+    ``fallback``'s (the global one)."""
     cols = {}
     for k in keys:
         own = np.array([eff.get(f"{g}.{k}", np.nan) for g in names] + [np.nan])[index]
-        cat = np.append(catalog[k], np.nan)[index]
-        cols[k] = np.where(np.isfinite(own), own, np.where(np.isfinite(cat), cat, getattr(fallback, k)))
+        cols[k] = np.where(np.isfinite(own), own, np.where(np.isfinite(catalog[k]), catalog[k], getattr(fallback, k)))
     return cols
 
 
@@ -250,7 +249,7 @@ def servers(t: Table, eff: dict) -> inference.ServingParams:
     """One server per row, from ``eff``: [inference] fields and, per GPU, "<gpu>.<eta>" entries, per engine
     "<engine>.<overhead>" entries (absent: the catalog's own value, else the global one)."""
     inf = dataclasses.replace(InferenceConfig(), **{k: v for k, v in eff.items() if "." not in k})
-    h = SimpleNamespace(**{**t.hw, **_per_row(eff, PER_GPU, t.gpus, t.gpu, t.gpu_cat, inf)})
+    h = SimpleNamespace(**{**t.hw, **_per_row(eff, PER_GPU, t.gpus, t.gpu, t.hw, inf)})
     inf_rows = SimpleNamespace(**{**dataclasses.asdict(inf),
                                   **_per_row(eff, PER_ENGINE, t.engines, t.eng, t.eng_cat, inf)})
     terms = server_terms(h, t.model, t.n_gpus, inf_rows)
@@ -302,7 +301,7 @@ def fit(t: Table, start: dict, sel: np.ndarray, steps: int = 3000, lr: float = 0
     eng = jnp.asarray(np.maximum(t.eng, 0))
     own_e_row = jnp.asarray(np.append(own_e, False)[t.eng])
     f32 = lambda x: jnp.asarray(np.asarray(x, np.float64), jnp.float32)    # noqa: E731
-    ecat = {k: f32(np.nan_to_num(np.append(t.eng_cat[k], np.nan)[t.eng], nan=-1.0)) for k in PER_ENGINE}
+    ecat = {k: f32(np.nan_to_num(t.eng_cat[k], nan=-1.0)) for k in PER_ENGINE}
     hw = {k: f32(np.nan_to_num(v, nan=-1.0)) for k, v in t.hw.items()}
     model = SimpleNamespace(**{k: f32(v) for k, v in vars(t.model).items()})
     gpu, own_row = jnp.asarray(t.gpu), jnp.asarray(own[t.gpu])
@@ -314,14 +313,12 @@ def fit(t: Table, start: dict, sel: np.ndarray, steps: int = 3000, lr: float = 0
     heads, pre_attn = start["attention_heads"], InferenceConfig().prefill_attention
 
     def loss_fn(z):
+        def resolve(keys, part, own_r, index, cat):       # a row's own fitted value, else the catalog's, else global
+            return {k: jnp.where(own_r, jnp.exp(z[part][k])[index], jnp.where(cat[k] > 0, cat[k], jnp.exp(z["g"][k])))
+                    for k in keys}
         inf = SimpleNamespace(**{k: jnp.exp(z["g"][k]) for k in GLOBAL}, attention_heads=heads)
-        if len(t.engines):
-            for k in PER_ENGINE:
-                setattr(inf, k, jnp.where(own_e_row, jnp.exp(z["eng"][k])[eng],
-                                          jnp.where(ecat[k] > 0, ecat[k], jnp.exp(z["g"][k]))))
-        cols = {k: jnp.where(own_row, jnp.exp(z["gpu"][k])[gpu],
-                             jnp.where(hw[k] > 0, hw[k], jnp.exp(z["g"][k]))) for k in PER_GPU}
-        terms = server_terms(SimpleNamespace(**{**hw, **cols}), model, n, inf)
+        vars(inf).update(resolve(PER_ENGINE, "eng", own_e_row, eng, ecat))
+        terms = server_terms(SimpleNamespace(**{**hw, **resolve(PER_GPU, "gpu", own_row, gpu, hw)}), model, n, inf)
         p = inference.ServingParams(n_servers=len(t.rows), max_seqs=1, prefill_stall=False,
                                     bg_context=jnp.float32(0.0), prefill_attention=jnp.float32(pre_attn), **terms)
         booked = _booked(p, b, isl, osl, n)
@@ -396,8 +393,7 @@ def without_catalog_fits(t: Table) -> Table:
     """``t`` without the catalog's own efficiencies and fixed costs (the project's are the fit on every row, so
     a held-out fit that read them would see its left-out rows)."""
     nan = lambda d: {k: np.full_like(v, np.nan) for k, v in d.items()}    # noqa: E731
-    return dataclasses.replace(t, hw={**t.hw, **nan({k: t.hw[k] for k in PER_GPU})}, gpu_cat=nan(t.gpu_cat),
-                               eng_cat=nan(t.eng_cat))
+    return dataclasses.replace(t, hw={**t.hw, **nan({k: t.hw[k] for k in PER_GPU})}, eng_cat=nan(t.eng_cat))
 
 
 def held_out(t: Table, start: dict) -> tuple[dict, list]:

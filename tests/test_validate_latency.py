@@ -52,6 +52,9 @@ def test_booked_equals_a_token_loop(project):
     t = V.table(rows, hw, models, engines)
     got = V.book(t, V.shipped(hw))
     picked = [i for i, r in enumerate(rows) if r["output_tokens"] <= 256][::23]
+    # and a row whose engine's catalog cost is 0 (gpt-fast's TP sync): a value, not an absent field
+    picked.append(next(i for i, r in enumerate(rows) if r["engine"] == "gpt-fast" and r["n_gpus"] > 1))
+    assert engines["gpt-fast"].tp_sync_s_per_layer == 0
     assert len({rows[i]["n_gpus"] for i in picked}) >= 3 and len({rows[i]["hardware"] for i in picked}) >= 3
     assert len({rows[i]["engine"] for i in picked}) >= 3
     for i in picked:
