@@ -29,10 +29,10 @@ install-serve: install-test
 	CMAKE_ARGS="$${CMAKE_ARGS:-$(SERVE_CMAKE_ARGS)}" $(PIP) install -q -e '.[serve]'
 
 run: install-models
-	$(PYTHON) -m scripts.reproduce --readme README.md
+	$(PYTHON) -m scripts.figures.reproduce --readme README.md
 
 montecarlo: install
-	$(PYTHON) -m scripts.montecarlo
+	$(PYTHON) -m scripts.studies.montecarlo
 
 test: install-test
 	$(PYTHON) -m pytest -q -n auto --maxprocesses 4 tests

@@ -438,7 +438,7 @@ def load_ppo_policy(path, env_params: EnvParams | None = None, deterministic: bo
                     step: int | None = None, sim_config: SimConfig | None = None,
                     allow_other_scenario: bool = False):
     """(policy_fn, policy_params) from a checkpoint directory written by ``train`` (or the ``--out``
-    directory of scripts.train_ppo, whose ``ckpt/`` holds it).
+    directory of scripts.studies.train_ppo, whose ``ckpt/`` holds it).
 
     ``rollout(key, env_params, policy_fn, policy_params, n)`` evaluates it. The features use
     ``env_params`` when given (it must have the same numbers of actions and task types as the
@@ -449,7 +449,7 @@ def load_ppo_policy(path, env_params: EnvParams | None = None, deterministic: bo
     """
     path = os.fspath(path)
     if latest_checkpoint(path) is None and latest_checkpoint(os.path.join(path, "ckpt")) is not None:
-        path = os.path.join(path, "ckpt")         # the --out directory of scripts.train_ppo
+        path = os.path.join(path, "ckpt")         # the --out directory of scripts.studies.train_ppo
     if latest_checkpoint(path) is None:
         raise FileNotFoundError(f"no PPO checkpoint in {path!r}")
     meta = load_checkpoint_meta(path, step)

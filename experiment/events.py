@@ -1,6 +1,6 @@
 """The experiment log as TensorBoard event files (``tensorboard --logdir <run>``), through tensorboardX.
 
-PPO's learning curve (``scripts.train_ppo``: every metric per update) and each host policy's learning log
+PPO's learning curve (``scripts.studies.train_ppo``: every metric per update) and each host policy's learning log
 (``experiment.runs``: reward, decisions/s and its counters per episode) are written beside their CSVs. A few
 scalars per update or episode: cheap enough to be always on.
 """

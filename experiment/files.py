@@ -68,3 +68,21 @@ def write_csv(path: str | os.PathLike, header: list[str], rows) -> None:
 def save_config(cfg: SimConfig, path: str | os.PathLike) -> None:
     """The scenario as TOML; ``jaxsim.config.load_config`` reads it back equal."""
     write_text(path, config_toml(cfg))
+
+
+def read_block_file(path: str, start: str, end: str) -> str:
+    """A markdown file's text, checked to hold the markers ``start`` and ``end`` (exit with an error otherwise)."""
+    if not os.path.exists(path):
+        raise SystemExit(f"error: {path!r} does not exist")
+    with open(path) as f:
+        doc = f.read()
+    if start not in doc or end not in doc:
+        raise SystemExit(f"error: {path} has no {start} ... {end} block")
+    return doc
+
+
+def update_block(path: str, text: str, start: str, end: str) -> None:
+    """Replace what lies between the markers ``start`` and ``end`` in a markdown file (atomically)."""
+    doc = read_block_file(path, start, end)
+    a, b = doc.index(start) + len(start), doc.index(end)
+    atomic_write_bytes(path, (doc[:a] + "\n" + text + doc[b:]).encode())

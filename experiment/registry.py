@@ -27,7 +27,7 @@ from jaxsim.params import make_params
 @dataclass(frozen=True)
 class PolicyOptions:
     """Everything a policy may be built from besides the scenario."""
-    checkpoint: str | None = None          # ppo: a checkpoint directory (scripts.train_ppo --out)
+    checkpoint: str | None = None          # ppo: a checkpoint directory (scripts.studies.train_ppo --out)
     icl: ICLConfig = ICLConfig()           # icl, knn, knn_value
     pool: str | None = None                # host policies with a pool: start from this saved experience
     lm: Any = None                         # icl: an already loaded icl.llm.LanguageModel (else icl.model is loaded)
@@ -96,7 +96,7 @@ def make_policy(name: str, cfg: SimConfig, options: PolicyOptions = PolicyOption
 # ---------------------------------------------------------------------- the built-in policies
 def _ppo(cfg: SimConfig, options: PolicyOptions):
     if not options.checkpoint:
-        raise ConfigError("--checkpoint: policy 'ppo' needs a checkpoint directory (written by scripts.train_ppo)")
+        raise ConfigError("--checkpoint: policy 'ppo' needs a checkpoint directory (written by scripts.studies.train_ppo)")
     from baselines.ppo import load_ppo_policy
     return load_ppo_policy(options.checkpoint, make_params(cfg), sim_config=cfg,   # checked against the scenario
                            allow_other_scenario=options.allow_other_scenario)

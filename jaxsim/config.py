@@ -201,7 +201,7 @@ class Engine:
     """One serving engine's fixed costs (kernel launches, host work, synchronisation), where measured data exist
     for it; absent fields: ``[inference]``'s. Engines that share their kernels (a fork and its origin) may share
     an entry. A scenario's action names one by ``engine`` (none: ``[inference]``'s costs); the catalog of
-    measured serving (``scripts/validate_latency``) fits them."""
+    measured serving (``scripts/tools/validate_latency``) fits them."""
     name: str
     prefill_overhead_s_per_layer: float | None = bounded(None, 0.0, 1e-3, optional=True)   # s
     step_overhead_s_per_layer: float | None = bounded(None, 0.0, 1e-3, optional=True)      # s
@@ -326,7 +326,7 @@ def _default_actions() -> tuple[Action, ...]:
 class InferenceConfig:
     # efficiencies and per-layer costs: fitted to 631 published measured serving configurations of 10 sources, engines
     # pooled (what a server of no [[engines]] entry pays)
-    # (scripts/validate_latency.py --fit --pool-engines on data/serving; docs/model.md "Validation against measured serving");
+    # (scripts/tools/validate_latency.py --fit --pool-engines on data/serving; docs/model.md "Validation against measured serving");
     # a GPU's own [[hardware]] eta_* take their place where it has them
     eta_compute: float = bounded(0.322, 0.0, 1.0, lo_open=True)       # decode matmuls: achieved fraction of peak FLOP/s
     eta_memory: float = bounded(0.907, 0.0, 1.0, lo_open=True)        # weight reads: achieved fraction of memory bandwidth

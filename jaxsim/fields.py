@@ -9,7 +9,7 @@ A field states its allowed values once, next to its default::
 ``check_fields(obj, "radio")`` checks every declared field of a dataclass and raises
 :class:`ConfigError` (a ``ValueError``) naming the field, the value and the allowed range. The
 simulator config, the PPO and ICL configs and the command-line flags all use it, and the fuzzer
-(``scripts/fuzz_configs.py``) samples valid configs from the same declarations.
+(``scripts/tools/fuzz_configs.py``) samples valid configs from the same declarations.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ and leaves no run directory behind."""
 
 import pytest
 
-from scripts import montecarlo
+from scripts.studies import montecarlo
 
 ACTIONS = '''
 [[actions]]

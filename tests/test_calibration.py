@@ -9,7 +9,7 @@ import numpy as np
 
 from icl.llm import write_gguf
 from jaxsim.config import InferenceConfig
-from scripts import calibrate_roofline
+from scripts.tools import calibrate_roofline
 
 from test_llm_weights import LLAMA, hf_params, tok_meta
 

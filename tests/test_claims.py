@@ -3,7 +3,7 @@
 import pytest
 
 from jaxsim.config import SimConfig
-from scripts import claims
+from scripts.figures import claims
 
 
 def s(mean, ci=0.01):

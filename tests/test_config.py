@@ -115,7 +115,7 @@ def test_a_new_task_type_takes_a_declared_quality_or_names_what_to_add():
 
 def test_user_scenario_of_five_lines_runs(tmp_path, capsys):
     """The issue's example: one GPU and one task type added to the defaults, a few lines of TOML."""
-    from scripts import montecarlo
+    from scripts.studies import montecarlo
     path = tmp_path / "mine.toml"
     path.write_text('[[hardware]]\nname = "A100"\npeak_flops = 312e12\nmem_bw_bytes_s = 2.0e12\nmem_bytes = 80e9\n'
                     '[[traffic.task_types]]\nname = "translate"\nprompt_tokens = 300\noutput_tokens = 300\n'

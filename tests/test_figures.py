@@ -6,10 +6,11 @@ import os
 
 import pytest
 
-from scripts import reproduce
-from scripts.claims import END as CLAIMS_END, START as CLAIMS_START
-from scripts.compare_table import END, START, update_block
-from scripts.study import Study
+from experiment.files import update_block
+from experiment.study import Study
+from scripts.figures import reproduce
+from scripts.figures.claims import END as CLAIMS_END, START as CLAIMS_START
+from scripts.figures.compare_table import END, START
 
 from test_llm_model import tiny_lm
 
@@ -53,6 +54,6 @@ def test_reproduce_tiny(tmp_path, monkeypatch):
     assert len(os.listdir(out / "runs")) == n_runs
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{START}\nold\n{END}\nrest\n")
-    update_block(str(readme), table)
+    update_block(str(readme), table, START, END)
     text = readme.read_text()
     assert "old" not in text and "| oracle" in text and text.endswith(f"{END}\nrest\n")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxsim.fields import Choice, Flag, Range
-from scripts import fuzz_configs
+from scripts.tools import fuzz_configs
 
 
 @pytest.mark.long

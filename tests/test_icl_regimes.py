@@ -1,4 +1,4 @@
-"""The cross-regime ICL table (scripts.icl_regimes): its flags, its table, and the pieces it measures that are
+"""The cross-regime ICL table (scripts.studies.icl_regimes): its flags, its table, and the pieces it measures that are
 new to the policy (records per action, the blend rule). The table itself is measured by running the script."""
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import pytest
 from icl.policy import ICLConfig, ICLPolicy, value_estimates, value_from_records
 from icl.pool import ExperiencePool
 from icl.prompt import BASE_FEATURES
-from scripts import icl_regimes
+from scripts.studies import icl_regimes
 
 
 @pytest.mark.parametrize("argv,needle", [

@@ -169,7 +169,7 @@ def test_auto_batch_episodes():
 
 
 def test_bench_metrics_on_a_tiny_model(tmp_path, capsys, lm):
-    from scripts import bench_icl
+    from scripts.bench import icl as bench_icl
     cfg = tiny_config()
     save_config(cfg, tmp_path / "tiny.toml")
     res = bench_icl.main(["--config", str(tmp_path / "tiny.toml"), "--queries", "10", "--query-episodes", "2",
@@ -190,7 +190,7 @@ def test_bench_metrics_on_a_tiny_model(tmp_path, capsys, lm):
 
 
 def test_bench_metrics_by_hand():
-    from scripts.bench_icl import Queries, metrics
+    from scripts.bench.icl import Queries, metrics
     q = Queries(np.zeros((3, N_FEAT)), np.zeros(3, int), np.array([[0.1, 0.5, 0.2], [0.3, 0.3, -1.0],
                                                                     [0.0, -0.2, 0.4]]), np.array([1, 0, 0]))
     m = metrics(q, np.array([1, 1, 0]), ("a", "b", "c"))

@@ -1,4 +1,4 @@
-"""Tokenizers rebuilt from GGUF metadata vs reference ids in tests/data/llm (made by scripts/make_tokenizer_reference.py
+"""Tokenizers rebuilt from GGUF metadata vs reference ids in tests/data/llm (made by scripts/tools/make_tokenizer_reference.py
 with an independent pure-Python BPE; see its docstring)."""
 import json
 from pathlib import Path

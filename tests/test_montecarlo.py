@@ -7,7 +7,7 @@ import os
 from experiment.files import save_config
 from experiment.runs import config_hash
 from jaxsim.config import TopologyConfig, load_config
-from scripts import montecarlo
+from scripts.studies import montecarlo
 
 from conftest import tiny_config
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from experiment.files import save_config
-from scripts import montecarlo
+from scripts.studies import montecarlo
 
 from conftest import tiny_config
 

@@ -1,4 +1,4 @@
-"""Figures of any run (scripts.plot, jaxsim-montecarlo --plot) and the paper's figures on a user's scenario."""
+"""Figures of any run (scripts.figures.plot, jaxsim-montecarlo --plot) and the paper's figures on a user's scenario."""
 
 import re
 import pathlib
@@ -6,8 +6,9 @@ import pathlib
 import pytest
 
 from experiment.run_plots import FIGURES
-from scripts import montecarlo, plot
-from scripts.study import study_args
+from scripts.studies import montecarlo
+from scripts.figures import plot
+from experiment.study import study_args
 
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 SMALL = ["--set", "topology.n_cells=2", "--set", "topology.users_per_cell=2", "--set", "episode.horizon=4"]

@@ -169,7 +169,7 @@ def test_registry_checks_the_checkpoint_against_the_scenario_it_runs_on(full_run
     unless --allow-other-scenario; then one with another number of actions is still refused (the field and the
     trained value named) while one with other users runs; the training scenario runs."""
     from experiment.files import save_config
-    from scripts import montecarlo
+    from scripts.studies import montecarlo
     _, ckpt = full_run
     two = TINY.replace(actions=TINY.actions[:2])
     save_config(two, tmp_path / "two.toml")

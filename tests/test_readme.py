@@ -27,7 +27,7 @@ def test_register_example_runs(tmp_path, monkeypatch, capsys):
 
 
 def test_plugin_flag_registers_before_the_run(tmp_path, monkeypatch, capsys):
-    from scripts import montecarlo
+    from scripts.studies import montecarlo
     (tmp_path / "my_policies.py").write_text(
         "import jax.numpy as jnp\nfrom experiment import register\n"
         "register('all_cloud_small', lambda k, o, p: jnp.ones(o.mask.shape, jnp.int32))\n")

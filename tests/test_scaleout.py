@@ -12,7 +12,7 @@ import pytest
 
 from jaxsim import distributed, rollout as rollout_mod
 from experiment.files import save_config
-from scripts import montecarlo
+from scripts.studies import montecarlo
 
 from conftest import tiny_config
 
@@ -42,7 +42,7 @@ def test_two_processes_on_loopback_write_the_single_process_summary(tmp_path):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_FLAGS", "SLURM_", "JAX_COORD"))}
     env["JAX_PLATFORMS"] = "cpu"
-    cmd = [sys.executable, "-m", "scripts.montecarlo", *common, "--out", str(tmp_path / "two"),
+    cmd = [sys.executable, "-m", "scripts.studies.montecarlo", *common, "--out", str(tmp_path / "two"),
            "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--cpu-devices", "2"]
     procs = [subprocess.Popen(cmd + ["--process-id", str(i)], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for i in range(2)]

@@ -17,7 +17,7 @@ import pytest
 from jaxsim import env, inference
 from jaxsim.config import EpisodeConfig, InferenceConfig, SimConfig
 from jaxsim.params import make_params
-from scripts import fuzz_configs
+from scripts.tools import fuzz_configs
 
 from conftest import tiny_config
 

@@ -55,7 +55,7 @@ def cache(tmp_path, monkeypatch):
 def test_bench_endpoint_agrees_with_the_flax_runtime(server, cache, capsys):
     """100 fixed bench queries (the default scenario, random pool): the server's decisions are the Flax
     runtime's on >= 95% of them, within the stated tolerance; the run through the endpoint reports its speed."""
-    from scripts import bench_icl
+    from scripts.bench import icl as bench_icl
     res = bench_icl.main(["--llm-endpoint", server, "--llm-model", MODEL, "--queries", "100",
                           "--rollout-episodes", "0", "--designs", "value", "--json-only"])
     s = res["summary"]
@@ -119,7 +119,7 @@ def test_action_form_refuses_the_servers_misaligned_echo(server, cache, tiny):
 @pytest.mark.long
 def test_montecarlo_decides_through_the_server_and_records_the_backend(server, cache, tmp_path):
     out = tmp_path / "run"
-    rc = subprocess.run([sys.executable, "-m", "scripts.montecarlo", "--scenario", "tiny", "--policies", "icl",
+    rc = subprocess.run([sys.executable, "-m", "scripts.studies.montecarlo", "--scenario", "tiny", "--policies", "icl",
                          "--episodes", "1", "--llm-endpoint", server, "--llm-model", MODEL, "--out", str(out)],
                         capture_output=True, text=True, env={**os.environ, "GENAI_EDGE_LAB_LLM_CACHE": str(cache)})
     assert rc.returncode == 0, rc.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""scripts/validate_latency: the booked delays recomputed token by token, the errors recomputed from its CSV,
+"""scripts/tools/validate_latency: the booked delays recomputed token by token, the errors recomputed from its CSV,
 the project's data and its coverage, a user's data from docs/model.md's example, bad input, and the fit."""
 
 import csv
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jaxsim.config import InferenceConfig, SimConfig
-from scripts import validate_latency as V
+from scripts.tools import validate_latency as V
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,13 +1,13 @@
 """Figure 2: service quality (and mean delay, mean quality) per method.
 
-    python -m scripts.fig_quality [--quick | --no-quick] [--out results]
+    python -m scripts.figures.quality [--quick | --no-quick] [--out results]
 
 Writes results/fig2_quality.png and fig2_quality.csv.
 """
 
 from __future__ import annotations
 
-from scripts.study import HOST, ICL, METHOD_COLORS, Study, figure_main, mean_ci, plt, write_csv
+from experiment.study import HOST, ICL, METHOD_COLORS, Study, figure_main, mean_ci, plt, write_csv
 
 METHODS = ("random", "edge_only", "cloud_small_only", "cloud_large_only", "greedy", "knn", "knn_value", "icl", "ppo",
            "oracle")

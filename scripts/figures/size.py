@@ -1,7 +1,7 @@
 """Figure 5: ICL versus the size of the deciding LLM (every model this machine can load) and versus
 the network size (users per cell).
 
-    python -m scripts.fig_size [--quick | --no-quick] [--out results] [--models a,b,...]
+    python -m scripts.figures.size [--quick | --no-quick] [--out results] [--models a,b,...]
 
 Writes results/fig5_size.png, fig5_llm_size.csv and fig5_network_size.csv. Models default to every
 registered model whose weights are installed (``icl.llm.installed()``); ``--models`` takes names,
@@ -11,7 +11,7 @@ registered model whose weights are installed (``icl.llm.installed()``); ``--mode
 from __future__ import annotations
 
 
-from scripts.study import CONTROLS, HOST, ICL, Study, plt, study_args, sweep_figure
+from experiment.study import CONTROLS, HOST, ICL, Study, plt, study_args, sweep_figure
 
 
 def make(study: Study, models: list[str] | None = None) -> str:

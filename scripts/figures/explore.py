@@ -1,13 +1,13 @@
 """Figure 4: ICL versus the exploration rate epsilon (0, 0.05, 0.1, 0.2, 0.3, and 0.3 decaying by 0.8 per episode).
 
-    python -m scripts.fig_explore [--quick | --no-quick] [--out results]
+    python -m scripts.figures.explore [--quick | --no-quick] [--out results]
 
 Writes results/fig4_explore.png and fig4_explore.csv.
 """
 
 from __future__ import annotations
 
-from scripts.study import CONTROLS, ICL, Study, figure_main, sweep_figure
+from experiment.study import CONTROLS, ICL, Study, figure_main, sweep_figure
 
 POINTS = [("0", 0.0, 1.0), ("0.05", 0.05, 1.0), ("0.1", 0.1, 1.0), ("0.2", 0.2, 1.0), ("0.3", 0.3, 1.0),
           ("0.3 x 0.8^ep", 0.3, 0.8)]

@@ -1,6 +1,6 @@
 """Train PPO on a scenario and compare it with greedy, random and the oracle on held-out episodes.
 
-    python -m scripts.bench_ppo [--quick] [--config FILE.toml] [--updates N] [--envs N] ...
+    python -m scripts.bench.ppo [--quick] [--config FILE.toml] [--updates N] [--envs N] ...
 
 The last line printed is one JSON object:
 {"bench": "ppo", "env_steps_per_s", "train_s", "final_reward", "greedy_reward", "oracle_reward",

@@ -5,7 +5,7 @@
     jaxsim-montecarlo --scenario tiny --policies icl,knn --episodes 2      # a first ICL try, under a minute
     jaxsim-montecarlo --set episode.horizon=20 --set topology.users_per_cell=4 --print-config
     jaxsim-montecarlo --policies icl,knn --model smollm2-135m --shots 8 --select ranked --epsilon 0.1
-    jaxsim-montecarlo --config mine.toml --plot png,pdf     # and its figures (python -m scripts.plot RUN_DIR)
+    jaxsim-montecarlo --config mine.toml --plot png,pdf     # and its figures (python -m scripts.figures.plot RUN_DIR)
     jaxsim-montecarlo --policies icl --llm-endpoint http://127.0.0.1:8080/v1 --llm-model qwen2.5-coder-1.5b
                                             # the deciding LLM behind an OpenAI-compatible server (docs/llm.md)
 
@@ -72,7 +72,7 @@ def parse_args(argv=None):
                     help=f"write tasks.csv (per-task outcomes); auto: only for runs of at most "
                          f"{PER_TASK_AUTO_MAX_EPISODES} episodes (auto)")
     ap.add_argument("--plot", nargs="?", const="png", metavar="FORMATS",
-                    help="draw the run's figures into <out>/figures at the end (scripts.plot), in these "
+                    help="draw the run's figures into <out>/figures at the end (scripts.figures.plot), in these "
                     "comma-separated formats: png, pdf, svg (default png)")
     ap.add_argument("--checkpoint", help="PPO checkpoint directory for --policies ppo")
     ap.add_argument("--allow-other-scenario", action="store_true",

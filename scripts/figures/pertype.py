@@ -1,6 +1,6 @@
 """Figure 6: quality and delay per task type for edge-only, cloud-only and edge-cloud (ICL, PPO, oracle).
 
-    python -m scripts.fig_pertype [--quick | --no-quick] [--out results]
+    python -m scripts.figures.pertype [--quick | --no-quick] [--out results]
 
 Writes results/fig6_pertype.png and fig6_pertype.csv.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scripts.study import ICL, METHOD_COLORS, Study, figure_main, plt, write_csv
+from experiment.study import ICL, METHOD_COLORS, Study, figure_main, plt, write_csv
 
 METHODS = ("edge_only", "cloud_small_only", "cloud_large_only", "icl", "ppo", "oracle")
 

@@ -1,6 +1,6 @@
 """Figure 3: ICL versus the number of demonstrations in the prompt and versus the pool size.
 
-    python -m scripts.fig_shots [--quick | --no-quick] [--out results]
+    python -m scripts.figures.shots [--quick | --no-quick] [--out results]
 
 Writes results/fig3_shots.png, fig3_shots.csv and fig3_pool.csv. kNN (same pool and selection,
 no LLM) is shown beside ICL everywhere.
@@ -8,7 +8,7 @@ no LLM) is shown beside ICL everywhere.
 
 from __future__ import annotations
 
-from scripts.study import CONTROLS, ICL, Study, figure_main, plt, sweep_figure
+from experiment.study import CONTROLS, ICL, Study, figure_main, plt, sweep_figure
 
 
 SHOTS = ([0, 6, 12], [0, 3, 6, 12, 24])      # quick, full; the value form shows shots // 3 of each action

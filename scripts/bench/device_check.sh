@@ -2,8 +2,8 @@
 # One-call GPU check: the simulator, PPO and LLM benchmarks, each bounded in time, on a machine
 # with an NVIDIA GPU and no network. Run from the repository root:
 #
-#     bash scripts/device_check.sh                 # results in $OUT, or ./results without $OUT
-#     QUICK=1 bash scripts/device_check.sh         # tiny sizes, a few minutes on a CPU (a smoke test)
+#     bash scripts/bench/device_check.sh                 # results in $OUT, or ./results without $OUT
+#     QUICK=1 bash scripts/bench/device_check.sh         # tiny sizes, a few minutes on a CPU (a smoke test)
 #
 # Writes  device_check.jsonl  (one JSON line per benchmark: sim, ppo, llm; a failed or timed-out
 # benchmark writes {"bench": NAME, "error": ...}), each benchmark's full log, and nvidia-smi's view.
@@ -53,8 +53,8 @@ run_bench() {   # name, timeout (s), module, args...
     echo "$name: rc=$rc in $((SECONDS - t0)) s"
 }
 
-run_bench sim "$T_SIM" scripts.bench_sim $SIM_ARGS
-run_bench ppo "$T_PPO" scripts.bench_ppo $PPO_ARGS
-run_bench llm "$T_LLM" scripts.bench_llm $LLM_ARGS
+run_bench sim "$T_SIM" scripts.bench.sim $SIM_ARGS
+run_bench ppo "$T_PPO" scripts.bench.ppo $PPO_ARGS
+run_bench llm "$T_LLM" scripts.bench.llm $LLM_ARGS
 echo "wrote $JSONL:"
 cat "$JSONL"

@@ -1,6 +1,6 @@
 """Figures of one run folder of ``jaxsim-montecarlo``, from its files alone.
 
-    python -m scripts.plot RUN_DIR [--format png,pdf,svg] [--out DIR]
+    python -m scripts.figures.plot RUN_DIR [--format png,pdf,svg] [--out DIR]
 
 Draws reward and delay CDFs, per-type and per-cell bars with 95% t intervals, delay against SINR and against the
 chosen server's load, and server load over time (``experiment.run_plots``) into RUN_DIR/figures (or --out), and

@@ -2,7 +2,7 @@
 sweeps) is from the exact per-slot optimum, on slots small enough for both; and, on each preset, whether any
 shipped heuristic beats it on a slot.
 
-    python -m scripts.oracle_gap            # last line a JSON object
+    python -m scripts.studies.oracle_gap            # last line a JSON object
 
 Exact gap: 2 cells x 4 users (at most 8 tasks a slot), the default mix and servers, 20-slot episodes. The exact
 oracle searches all 3^8 assignments (max_exhaustive_tasks = 8); the default one exhausts 4 and sweeps until a

@@ -1,8 +1,8 @@
 """Decision bench of the ICL policy: decision quality on fixed decisions, then speed in a real rollout.
 
-    python -m scripts.bench_icl                       # default design (value), SmolLM2-135M, ~10 min on 2 cores
-    python -m scripts.bench_icl --designs value,value-describe,action --queries 150
-    python -m scripts.bench_icl --llm-endpoint http://127.0.0.1:8080/v1 --llm-model smollm2-135m   # a server
+    python -m scripts.bench.icl                       # default design (value), SmolLM2-135M, ~10 min on 2 cores
+    python -m scripts.bench.icl --designs value,value-describe,action --queries 150
+    python -m scripts.bench.icl --llm-endpoint http://127.0.0.1:8080/v1 --llm-model smollm2-135m   # a server
 
 Queries: ``--queries`` tasks drawn (seeded) from the states that the greedy heuristic reaches over
 ``--query-episodes`` episodes of the scenario; each carries the reward every action would earn, from the

@@ -1,6 +1,6 @@
 """Figure 1: reward per episode — ICL with its pool growing, PPO's learning curve, heuristics, oracle.
 
-    python -m scripts.fig_reward [--quick | --no-quick] [--out results]
+    python -m scripts.figures.reward [--quick | --no-quick] [--out results]
 
 Writes results/fig1_reward.png and fig1_reward.csv (series, episode, reward, ci95).
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scripts.study import CONTROLS, ICL, METHOD_COLORS, Study, figure_main, mean_ci, plt, write_csv
+from experiment.study import CONTROLS, ICL, METHOD_COLORS, Study, figure_main, mean_ci, plt, write_csv
 
 LEVELS = ("random", "edge_only", "cloud_small_only", "cloud_large_only", "greedy", "oracle")
 

@@ -1,4 +1,4 @@
-"""Benchmark the Flax LLM runtime on CPU: ``python -m scripts.bench_llm [--model NAME] [--quick]``.
+"""Benchmark the Flax LLM runtime on CPU: ``python -m scripts.bench.llm [--model NAME] [--quick]``.
 
 Measures (float32):
 * matmul_gflops: best rate of a large square f32 matmul through JAX, compiled with the runtime's XLA options

@@ -2,8 +2,8 @@
 (``jaxsim.fields``), a few slots each under the random and greedy policies, and every reward, delay,
 quality, SINR and load checked finite.
 
-    python -m scripts.fuzz_configs                 # 10^4 configs; last line a JSON summary
-    python -m scripts.fuzz_configs --n 500 --seed 3
+    python -m scripts.tools.fuzz_configs                 # 10^4 configs; last line a JSON summary
+    python -m scripts.tools.fuzz_configs --n 500 --seed 3
 
 Sizes and modes (cells, users, resource blocks, actions, task types, tracked sequences, horizon,
 allocator, interference) are static in the kernel, so the configs are drawn in a few *shape groups*; within a

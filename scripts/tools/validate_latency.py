@@ -1,8 +1,8 @@
 """The project's LLM server model held against published measured serving, on its own data or on a user's.
 
-    python -m scripts.validate_latency                                   # the project's data (data/serving/)
-    python -m scripts.validate_latency --data rows.csv --catalog specs.toml
-    python -m scripts.validate_latency --fit                             # also refit the shipped efficiencies
+    python -m scripts.tools.validate_latency                                   # the project's data (data/serving/)
+    python -m scripts.tools.validate_latency --data rows.csv --catalog specs.toml
+    python -m scripts.tools.validate_latency --fit                             # also refit the shipped efficiencies
 
 Data: a CSV, one measured serving configuration a row: ``source, hardware, model, n_gpus, batch, input_tokens,
 output_tokens`` and any of ``measured_tokens_per_s_per_gpu`` (output tokens/s per GPU of one static batch),
@@ -60,7 +60,7 @@ from jaxsim.config import Action, Engine, Hardware, InferenceConfig, LLMModel
 from jaxsim.fields import ConfigError, spec
 from jaxsim.params import server_terms
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "serving"
+DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "serving"
 DEFAULT_DATA = DATA_DIR / "measured.csv"
 DEFAULT_CATALOG = DATA_DIR / "catalog.toml"
 

@@ -1,4 +1,4 @@
-"""Shared machinery of the figure scripts (``scripts/fig_*.py``, ``scripts/reproduce.py``).
+"""Shared machinery of the figure scripts (``scripts/figures/*.py``, ``scripts/figures/reproduce.py``).
 
 A :class:`Study` fixes the scenario size (``--quick``: a small network and few episodes that run in
 minutes on a 2-core CPU; full: DESIGN.md's default scenario, 20 episodes), the seed, the deciding
@@ -23,7 +23,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from experiment.files import atomic_write_bytes, write_csv
+from experiment.files import atomic_write_bytes, read_block_file, update_block, write_csv
 from experiment.llm_args import add_llm_args, check_llm_args
 from experiment.plotting import METHOD_COLORS, parse_formats, plt, save_figure  # noqa: F401 (figure scripts')
 from experiment.scenario_args import add_scenario_args, print_config, scenario_from_args
@@ -277,3 +277,17 @@ def figure_main(make, doc: str, argv=None) -> None:
     """The command line of a figure script: common options, then ``make(study)``; prints the PNG path."""
     _, study = study_args(doc.split("\n\n")[0], argv)
     print(make(study))
+
+
+def block_main(doc: str, make_text, flag: str, start: str, end: str, argv=None) -> None:
+    """Command line of a text-producing study script: common options plus ``--<flag> FILE`` whose marked block
+    gets the text; the file and its markers are checked before any run."""
+    args, study = study_args(doc.split("\n\n")[0], argv,
+                             lambda ap: ap.add_argument(f"--{flag}", help=f"markdown file whose {start} block is replaced"))
+    target = getattr(args, flag)
+    if target:
+        read_block_file(target, start, end)
+    text = make_text(study)
+    if target:
+        update_block(target, text, start, end)
+    print(text)

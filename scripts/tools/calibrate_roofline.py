@@ -1,6 +1,6 @@
 """Calibrate the roofline inference model against this project's own Flax LLM on this machine.
 
-    python -m scripts.calibrate_roofline [--model smollm2-135m] [--out results] [--quick]
+    python -m scripts.tools.calibrate_roofline [--model smollm2-135m] [--out results] [--quick]
 
 1. Measures the machine: peak FLOP/s (a large f32 matmul through JAX) and memory bandwidth (a
    jitted reduction over a 512 MiB array: bytes read / s).
@@ -33,8 +33,8 @@ import numpy as np
 from experiment.files import atomic_write_bytes
 from jaxsim import inference
 from jaxsim.config import Hardware, InferenceConfig, LLMModel
-from scripts.bench_llm import best_time, matmul_gflops
-from scripts.study import write_csv
+from scripts.bench.llm import best_time, matmul_gflops
+from experiment.study import write_csv
 
 
 EFFICIENCIES = ("eta_compute", "eta_memory", "eta_prefill", "prefill_overhead_s_per_layer", "step_overhead_s_per_layer",

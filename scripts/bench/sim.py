@@ -1,9 +1,9 @@
 """Benchmark: the jitted JAX kernel versus the NumPy float64 reference, both vectorised over
 episodes, in the same process, on the default scenario with greedy actions.
 
-    python -m scripts.bench_sim            # 64, 1024 and 8192 episodes x 50 slots
-    python -m scripts.bench_sim --quick    # 64 and 256 episodes
-    python -m scripts.bench_sim --sizes 10000,100000,1000000 --numpy-max 10000 --chunk auto   # a GPU
+    python -m scripts.bench.sim            # 64, 1024 and 8192 episodes x 50 slots
+    python -m scripts.bench.sim --quick    # 64 and 256 episodes
+    python -m scripts.bench.sim --sizes 10000,100000,1000000 --numpy-max 10000 --chunk auto   # a GPU
 
 Prints one line per size and, last, one JSON object for the largest size:
 {"bench": "sim", "episodes": ..., "jax_episode_slots_per_s": ..., "numpy_episode_slots_per_s": ...,

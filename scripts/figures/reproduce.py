@@ -1,10 +1,10 @@
 """Reproduce the paper's figures and the comparison table, from one command.
 
-    python -m scripts.reproduce              # --quick: a small network, ~10 minutes on a 2-core CPU
-    python -m scripts.reproduce --no-quick   # the default scenario, 20 episodes a point (GPU or a long CPU run)
-    python -m scripts.reproduce --readme README.md   # also the README's table and claims (what `make run` does)
+    python -m scripts.figures.reproduce              # --quick: a small network, ~10 minutes on a 2-core CPU
+    python -m scripts.figures.reproduce --no-quick   # the default scenario, 20 episodes a point (GPU or a long CPU run)
+    python -m scripts.figures.reproduce --readme README.md   # also the README's table and claims (what `make run` does)
 
-Runs figures 1-6 (``scripts/fig_*.py``), the comparison table and the check of the paper's claims into
+Runs figures 1-6 (``scripts/figures/*.py``), the comparison table and the check of the paper's claims into
 ``--out`` (default results/): PNG figures, the CSV data behind them, ``comparison.md``, ``claims.md``, and
 ``runs/`` (every run cached as JSON, so an interrupted reproduction resumes where it stopped). The six PNG
 figures are also copied into ``--figures`` (default docs/figures/, shown by the README; '' skips), and with
@@ -13,17 +13,17 @@ figures are also copied into ``--figures`` (default docs/figures/, shown by the 
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 
 from tqdm import tqdm
 
-import os
-import shutil
-
-from scripts import claims, compare_table, fig_explore, fig_pertype, fig_quality, fig_reward, fig_shots, fig_size
-from scripts.compare_table import read_block_file, update_block
+from experiment.files import read_block_file, update_block
+from experiment.study import study_args
 from jaxsim.compilation import use_persistent_cache
-from scripts.study import study_args
+from scripts.figures import (claims, compare_table, explore as fig_explore, pertype as fig_pertype,
+                             quality as fig_quality, reward as fig_reward, shots as fig_shots, size as fig_size)
 
 STEPS = (("fig1 reward per episode", fig_reward.make), ("fig2 service quality", fig_quality.make),
          ("fig3 demonstrations / pool", fig_shots.make), ("fig4 exploration", fig_explore.make),
