@@ -155,10 +155,18 @@ def bytes_per_episode(params: EnvParams, policy: Policy, policy_params, collect_
     return device, m.output_size_in_bytes / probe
 
 
+# A CPU device runs a slot's kernels one after the other over the whole batch: past a few hundred episodes the
+# batch's server arrays leave the core's cache and every kernel streams them from memory. Measured on a 2-core
+# CPU (greedy, 2 devices, episode-slots/s by episodes per device): default scenario 128: 43k, 256: 50k,
+# 512: 46k, 1024: 40k; the loaded preset 128: 14.1k, 256: 13.4k, 512: 13.0k, 1024: 11.7k (docs/model.md).
+CPU_EPISODES_PER_DEVICE = 256
+
+
 def auto_chunk(params: EnvParams, policy: Policy, policy_params=None, collect_tasks: bool = True, reduce=None,
                n_episodes: int | None = None, memory_fraction: float = 0.4, max_per_device: int = 1 << 16) -> int:
     """Episodes per compiled batch: as many as fit in ``memory_fraction`` of free device memory
-    (and, for what comes back, of free host memory), a multiple of the global device count.
+    (and, for what comes back, of free host memory), a multiple of the global device count; on CPU
+    devices at most ``CPU_EPISODES_PER_DEVICE`` per device (larger batches run slower there).
 
     Small runs (at most 64 episodes per device) run as one batch without measuring.
     """
@@ -168,6 +176,8 @@ def auto_chunk(params: EnvParams, policy: Policy, policy_params=None, collect_ta
     dev_b, host_b = bytes_per_episode(params, policy, policy_params, collect_tasks, reduce)
     per_device = memory_fraction * device_memory_available_bytes(jax.local_devices()[0]) / dev_b
     per_device = min(per_device, memory_fraction * host_memory_available_bytes() / (host_b * nd))
+    if jax.local_devices()[0].platform == "cpu":
+        max_per_device = min(max_per_device, CPU_EPISODES_PER_DEVICE)
     per_device = int(max(1, min(per_device, max_per_device)))
     if n_episodes is not None:
         per_device = min(per_device, (n_episodes + nd - 1) // nd)
