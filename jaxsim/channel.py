@@ -76,6 +76,7 @@ def large_scale(key, params: EnvParams, ue_xy_m):
     return gain, jnp.argmax(gain, axis=1).astype(jnp.int32), d2d
 
 
+@jax.named_scope("fading")
 def rayleigh_fading(key, params: EnvParams):
     """|h|^2 ~ Exp(1) per user, BS and RB for one slot: [U, M, K] (inverse CDF of one uniform draw).
 

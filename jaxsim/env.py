@@ -69,6 +69,7 @@ class Observation:
     state: EnvState
 
 
+@jax.named_scope("tasks")
 def draw_tasks(key, params: EnvParams):
     """Bernoulli arrivals, task types and log-normal token counts (mean preserved), from one draw."""
     u = params.n_users
@@ -85,6 +86,7 @@ def draw_tasks(key, params: EnvParams):
     return active, ttype, tokens(r[2], params.prompt_tokens[ttype]), tokens(r[3], params.output_tokens[ttype])
 
 
+@jax.named_scope("rates")
 def slot_rates(params: EnvParams, gain, assoc, active, fading):
     """Mean per-RB downlink and uplink rates of every user in this slot, bit/s ([U], [U])."""
     busy = (jax.nn.one_hot(assoc, params.n_cells) * active[:, None]).sum(0) > 0
@@ -93,6 +95,7 @@ def slot_rates(params: EnvParams, gain, assoc, active, fading):
     return rate[0], rate[1]
 
 
+@jax.named_scope("new_slot")
 def _new_slot(key, params: EnvParams, state: EnvState) -> EnvState:
     k_task, k_fade = prng.split(key)
     active, ttype, pt, ot = draw_tasks(k_task, params)
@@ -120,6 +123,7 @@ def task_server(params: EnvParams, assoc, action):
     return params.act_server_base[action] + params.act_is_edge[action] * assoc
 
 
+@jax.named_scope("observe")
 def get_obs(params: EnvParams, state: EnvState) -> Observation:
     load = inference.server_load(state.servers)                                  # [V]
     acts = jnp.arange(params.n_actions)
@@ -145,6 +149,7 @@ class RadioDelays:
     downlink_rate_bps: jnp.ndarray  # [U]
 
 
+@jax.named_scope("radio")
 def radio_delays(params: EnvParams, state: EnvState) -> RadioDelays:
     """Uplink (prompt) and downlink (content) transfer times; independent of the action."""
     tt = state.task_type
@@ -163,6 +168,7 @@ def task_reward(params: EnvParams, quality, delay_s, budget_s, min_quality):
     return quality - params.w_delay * delay_s / budget_s - params.w_miss * (~ok), ok
 
 
+@jax.named_scope("serve")
 def evaluate(params: EnvParams, state: EnvState, action, radio: RadioDelays | None = None):
     """Serve the slot's tasks under `action`: (servers after the slot, info dict of [U] arrays)."""
     radio = radio_delays(params, state) if radio is None else radio
@@ -240,7 +246,8 @@ def backhaul_s(params: EnvParams, is_cloud, bits):
 def step(key, state: EnvState, action, params: EnvParams):
     servers, info = evaluate(params, state, action)
     k_bg, k_slot = prng.split(key)
-    servers = servers.replace(bg_seqs=inference.bg_walk(k_bg, params, servers.bg_seqs))
+    with jax.named_scope("background"):
+        servers = servers.replace(bg_seqs=inference.bg_walk(k_bg, params, servers.bg_seqs))
     state = _new_slot(k_slot, params, state.replace(servers=servers, t=state.t + 1))
     done = state.t >= params.horizon
     return get_obs(params, state), state, slot_reward(info), done, info

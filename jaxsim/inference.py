@@ -298,6 +298,7 @@ def step_end_s(sched: BatchSchedule, n_steps):
     return jnp.where(n_steps <= 0, sched.stall_s, jnp.where(j < sched.n_running, t, jnp.inf))
 
 
+@jax.named_scope("enqueue")
 def enqueue(params: EnvParams, srv: ServerState, server, valid, out_tokens, prompt_tokens):
     """Put the slot's new tasks into their servers' queues (FIFO by user index).
 
@@ -306,14 +307,13 @@ def enqueue(params: EnvParams, srv: ServerState, server, valid, out_tokens, prom
     """
     v, s = params.n_servers, params.max_seqs
     oh = jax.nn.one_hot(server, v, dtype=jnp.int32) * valid[:, None]
-    q = jnp.take_along_axis(jnp.cumsum(oh, 0) - oh, server[:, None], 1)[:, 0]     # rank on its server
-    free = srv.status == FREE
-    n_free_upto = jnp.cumsum(free, -1)                                             # [V, S] nondecreasing
-    n_free = n_free_upto[:, -1]
+    u = jnp.arange(server.shape[0])
+    same = (server[None, :] == server[:, None]) & valid[None, :] & (u[None, :] < u[:, None])   # [U, U]
+    q = same.sum(-1, dtype=jnp.int32)                                              # rank on its server
+    # the q-th free entry (0-based) of each task's server, found in the free entries' bit mask
+    first_free, n_free = sorting.nth_true_rows(srv.status == FREE, server, q)
     n_queued = (srv.status == QUEUED).sum(-1)
     accepted = valid & (q < n_free[server])
-    # the q-th free entry (0-based) is the first whose running free count exceeds q
-    first_free = sorting.count_below_rows(n_free_upto, server, q, inclusive=True)
     entry = jnp.where(accepted, first_free, s)                                     # s: dropped by scatter
     put = lambda a, x: a.at[server, entry].set(x, mode="drop")                     # noqa: E731
     srv = srv.replace(
@@ -343,6 +343,7 @@ def admit(params: EnvParams, srv: ServerState):
             queue_pos)
 
 
+@jax.named_scope("schedule")
 def admit_and_schedule(params: EnvParams, srv: ServerState):
     """:func:`admit`, then the slot's :func:`batch_schedule` (the admitted prompts' prefill stall with the
     option). Returns (state, schedule, queue_pos)."""
@@ -357,6 +358,7 @@ def _where_server(mask, new, old):
     return jax.tree.map(lambda a, b: jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old)
 
 
+@jax.named_scope("book")
 def book(params: EnvParams, srv: ServerState, sched: BatchSchedule, server, entry, booked):
     """(wait_s, done_s) of the sequences at (server, entry) where ``booked`` (all [U]), from the slot's start: the
     slot boundary at which each is admitted (0 when running now) and its completion, as the carried state runs them
@@ -404,6 +406,7 @@ def book(params: EnvParams, srv: ServerState, sched: BatchSchedule, server, entr
     return admitted_at[server, e] * t_slot, done
 
 
+@jax.named_scope("advance")
 def advance(params: EnvParams, srv: ServerState, sched: BatchSchedule, t_s=None) -> ServerState:
     """Run the slot (or ``t_s`` [V] s on each server, with no admission meanwhile): finished sequences free their
     entries; the others carry over with the whole steps they took, the step in progress at the end counted as

@@ -69,7 +69,9 @@ def run_episode(key, params: EnvParams, policy: Policy, policy_params, collect_t
 
     def body(state, k):
         k_pol, k_step = split_slot_key(k)
-        action = policy(k_pol, env.get_obs(params, state), pp)
+        obs = env.get_obs(params, state)
+        with jax.named_scope("policy"):
+            action = policy(k_pol, obs, pp)
         _, state, reward, _, info = env.step(k_step, state, action, params)
         out = {f: info[f] for f in STEP_FIELDS} if collect_tasks else {}
         return state, (reward, out)

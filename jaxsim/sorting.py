@@ -1,4 +1,5 @@
-"""Ranks and stable argsort along the last axis from single-operand int32 sorts.
+"""Ranks and stable argsort along the last axis from single-operand int32 sorts, and the n-th True of a row by
+bit counts (no cumulative sum, which XLA:CPU runs as a slow reduce-window).
 
 XLA:CPU sorts one int32 operand with a fast built-in comparison, but ``jnp.argsort`` (two operands,
 keys and indices) and float sorts (NaN-aware comparator) go through a generic comparator call per
@@ -90,3 +91,29 @@ def stable_argsort(x):
     idx = jnp.arange(n, dtype=jnp.int32)
     packed = count_less(int32_sort_key(x)) * n + idx
     return sort_int32(packed) % n
+
+
+def nth_true_rows(mask, rows, n):
+    """Index of the ``n``-th (0-based) True in row ``rows[j]`` of ``mask`` [R, S] for each query j (``rows`` and
+    ``n`` of one shape, int32), S where the row has no more; and each row's count of Trues, [R].
+
+    The rows are packed into 32-bit words and searched by population counts: one pass over the mask, then work of
+    the queries' size (the word, then the bit by binary lifting) -- no cumulative sum over S.
+    """
+    r, s = mask.shape
+    w = -(-s // 32)
+    bits = jnp.pad(mask, ((0, 0), (0, 32 * w - s))).reshape(r, w, 32).astype(jnp.uint32)
+    words = jnp.sum(bits << jnp.arange(32, dtype=jnp.uint32), -1, dtype=jnp.uint32)     # [R, W], disjoint bits
+    pc = jax.lax.population_count(words).astype(jnp.int32)
+    cum = jnp.cumsum(pc, -1)                                                            # [R, W] Trues up to word
+    c = cum[rows]                                                                       # [..., W]
+    k = jnp.sum(c <= n[..., None], -1)                                                  # the word holding it
+    kk = jnp.minimum(k, w - 1)
+    before = jnp.where(k > 0, jnp.take_along_axis(c, jnp.maximum(k - 1, 0)[..., None], -1)[..., 0], 0)
+    word = words[rows, kk]
+    left = n - before                                                                   # Trues to skip in it
+    p = jnp.zeros_like(n)
+    for step in (16, 8, 4, 2, 1):                  # the largest p with popcount(bits below p) <= left
+        below = jax.lax.population_count(word & ((jnp.uint32(1) << (p + step).astype(jnp.uint32)) - 1))
+        p = jnp.where(below.astype(jnp.int32) <= left, p + step, p)
+    return jnp.where(k < w, kk * 32 + p, s).astype(jnp.int32), cum[:, -1]

@@ -58,3 +58,18 @@ def test_count_below_rows_equals_searchsorted(n):
         got = sorting.count_below_rows(jnp.asarray(a), jnp.asarray(rows), jnp.asarray(q), inclusive=inclusive)
         want = [np.searchsorted(a[r], v, side=side) for r, v in zip(rows, q)]
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("s", [1, 8, 32, 33, 128, 257])
+def test_nth_true_rows_equals_the_cumulative_count_search(s):
+    """The n-th True of a row by bit counts equals the first index whose running count of Trues exceeds n (S when the
+    row has no more), on sparse, half and dense rows; the counts equal the rows' sums."""
+    rng = np.random.default_rng(s)
+    for density in (0.0, 0.05, 0.5, 0.95, 1.0):
+        mask = jnp.asarray(rng.random((5, s)) < density)
+        rows = jnp.asarray(rng.integers(0, 5, 64), jnp.int32)
+        n = jnp.asarray(rng.integers(0, s + 2, 64), jnp.int32)
+        idx, count = jax.jit(sorting.nth_true_rows)(mask, rows, n)
+        want = sorting.count_below_rows(jnp.cumsum(mask, -1), rows, n, inclusive=True)
+        np.testing.assert_array_equal(idx, want)
+        np.testing.assert_array_equal(count, mask.sum(-1))
