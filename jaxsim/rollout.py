@@ -86,9 +86,28 @@ def _episode_output(key, params, policy, policy_params, collect_tasks, reduce):
     return out if reduce is None else reduce(out)
 
 
-@partial(jax.jit, static_argnames=("policy", "collect_tasks", "reduce"))
-def _run_batch(keys, params, policy, policy_params, collect_tasks, reduce=None):
-    return jax.vmap(lambda k: _episode_output(k, params, policy, policy_params, collect_tasks, reduce))(keys)
+# A CPU device runs a slot's kernels one after the other, each over the whole batch: past a few hundred episodes the
+# batch's server arrays leave the core's cache and every kernel streams them from memory. Measured on a 2-core CPU
+# (greedy, 2 devices, episode-slots/s by episodes vmapped per device): default scenario 128: 43k, 256: 50k,
+# 512: 46k, 1024: 40k; the loaded preset 128: 14.1k, 256: 13.4k, 512: 13.0k, 1024: 11.7k (docs/model.md). So a
+# CPU device's batch runs as a loop over sub-batches of this many vmapped episodes, inside the one program.
+CPU_SUB_BATCH = 256
+
+
+def sub_batch_for(device) -> int | None:
+    """Episodes vmapped at once inside a device's program: ``CPU_SUB_BATCH`` on a CPU, the whole batch elsewhere."""
+    return CPU_SUB_BATCH if device.platform == "cpu" else None
+
+
+@partial(jax.jit, static_argnames=("policy", "collect_tasks", "reduce", "sub_batch"))
+def _run_batch(keys, params, policy, policy_params, collect_tasks, reduce=None, sub_batch=None):
+    """Every episode of ``keys`` (vmapped; with ``sub_batch``, ``sub_batch`` at a time in a loop: the same
+    results, a working set that stays in a CPU's cache)."""
+    def one(k):
+        return _episode_output(k, params, policy, policy_params, collect_tasks, reduce)
+    if sub_batch is None or keys.shape[0] <= sub_batch:
+        return jax.vmap(one)(keys)
+    return jax.lax.map(one, keys, batch_size=sub_batch)
 
 
 def _run_sharded(keys: jax.Array, params, policy, policy_params, collect_tasks, reduce):
@@ -102,7 +121,8 @@ def _run_sharded(keys: jax.Array, params, policy, policy_params, collect_tasks, 
     """
     shards = sorted(keys.addressable_shards, key=lambda sh: sh.index[0].start or 0)
     outs = [_run_batch(sh.data, jax.device_put(params, sh.device), policy,
-                       jax.device_put(policy_params, sh.device), collect_tasks, reduce) for sh in shards]
+                       jax.device_put(policy_params, sh.device), collect_tasks, reduce, sub_batch_for(sh.device))
+            for sh in shards]
     n = keys.shape[0]
     return jax.tree.map(lambda *xs: jax.make_array_from_single_device_arrays((n, *xs[0].shape[1:]), keys.sharding,
                                                                              list(xs)), *outs)
@@ -157,18 +177,10 @@ def bytes_per_episode(params: EnvParams, policy: Policy, policy_params, collect_
     return device, m.output_size_in_bytes / probe
 
 
-# A CPU device runs a slot's kernels one after the other over the whole batch: past a few hundred episodes the
-# batch's server arrays leave the core's cache and every kernel streams them from memory. Measured on a 2-core
-# CPU (greedy, 2 devices, episode-slots/s by episodes per device): default scenario 128: 43k, 256: 50k,
-# 512: 46k, 1024: 40k; the loaded preset 128: 14.1k, 256: 13.4k, 512: 13.0k, 1024: 11.7k (docs/model.md).
-CPU_EPISODES_PER_DEVICE = 256
-
-
 def auto_chunk(params: EnvParams, policy: Policy, policy_params=None, collect_tasks: bool = True, reduce=None,
                n_episodes: int | None = None, memory_fraction: float = 0.4, max_per_device: int = 1 << 16) -> int:
     """Episodes per compiled batch: as many as fit in ``memory_fraction`` of free device memory
-    (and, for what comes back, of free host memory), a multiple of the global device count; on CPU
-    devices at most ``CPU_EPISODES_PER_DEVICE`` per device (larger batches run slower there).
+    (and, for what comes back, of free host memory), a multiple of the global device count.
 
     Small runs (at most 64 episodes per device) run as one batch without measuring.
     """
@@ -178,8 +190,6 @@ def auto_chunk(params: EnvParams, policy: Policy, policy_params=None, collect_ta
     dev_b, host_b = bytes_per_episode(params, policy, policy_params, collect_tasks, reduce)
     per_device = memory_fraction * device_memory_available_bytes(jax.local_devices()[0]) / dev_b
     per_device = min(per_device, memory_fraction * host_memory_available_bytes() / (host_b * nd))
-    if jax.local_devices()[0].platform == "cpu":
-        max_per_device = min(max_per_device, CPU_EPISODES_PER_DEVICE)
     per_device = int(max(1, min(per_device, max_per_device)))
     if n_episodes is not None:
         per_device = min(per_device, (n_episodes + nd - 1) // nd)

@@ -53,6 +53,17 @@ def test_chunking_does_not_change_results(tiny):
         np.testing.assert_array_equal(a[k], b[k])
 
 
+def test_sub_batches_do_not_change_results(tiny):
+    """A device's batch run as a loop over vmapped sub-batches (a CPU's, rollout.CPU_SUB_BATCH) gives the
+    episodes of one vmap over the whole batch, bit for bit, a remainder batch included."""
+    from jaxsim.rollout import _run_batch, episode_keys
+    p, keys = make_params(tiny), episode_keys(jax.random.PRNGKey(4), 0, 5)
+    whole = _run_batch(keys, p, greedy_policy, None, True)
+    looped = _run_batch(keys, p, greedy_policy, None, True, sub_batch=2)
+    for k in whole:
+        np.testing.assert_array_equal(np.asarray(whole[k]), np.asarray(looped[k]))
+
+
 _SHARD_SCRIPT = """
 import json, sys, jax, numpy as np
 sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})

@@ -117,11 +117,6 @@ def test_auto_chunk_fits_the_free_memory(tiny, monkeypatch):
     assert rollout_mod.auto_chunk(p, greedy_policy, None, True, n_episodes=10) == 10    # small: one batch
     monkeypatch.setattr(rollout_mod, "host_memory_available_bytes", lambda: int(5.5 * host_b * nd / 0.4))
     assert rollout_mod.auto_chunk(p, greedy_policy, None, True, n_episodes=10_000) == 5 * nd
-    # plenty of memory: a CPU device still takes at most CPU_EPISODES_PER_DEVICE (the batch stays in its cache)
-    monkeypatch.setattr(rollout_mod, "host_memory_available_bytes", lambda: 1 << 40)
-    monkeypatch.setattr(rollout_mod, "device_memory_available_bytes", lambda d: 1 << 40)
-    assert rollout_mod.auto_chunk(p, greedy_policy, None, True, n_episodes=10_000) == \
-        rollout_mod.CPU_EPISODES_PER_DEVICE * nd
     # a 10^6-episode streamed run only brings per-episode sums back: a few hundred bytes each
     from jaxsim.metrics import EpisodeStats
     _, stats_b = rollout_mod.bytes_per_episode(p, greedy_policy, None, False, EpisodeStats(5, 3))

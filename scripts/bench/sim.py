@@ -3,14 +3,13 @@ episodes, in the same process, on the default scenario with greedy actions.
 
     python -m scripts.bench.sim            # 64, 1024 and 8192 episodes x 50 slots
     python -m scripts.bench.sim --quick    # 64 and 256 episodes
-    python -m scripts.bench.sim --sizes 10000,100000,1000000 --numpy-max 10000   # a GPU
+    python -m scripts.bench.sim --sizes 10000,100000,1000000 --numpy-max 10000 --chunk auto   # a GPU
 
 Prints one line per size and, last, one JSON object for the largest size:
 {"bench": "sim", "episodes": ..., "jax_episode_slots_per_s": ..., "numpy_episode_slots_per_s": ...,
  "ratio": ..., "peak_rss_mb": ...}. JAX is timed warm (a first run of the same shape compiles);
-episodes are run in chunks of --chunk to bound memory (auto: sized from free device memory, and on a
-CPU to stay in the cache), each chunk sharded over --cpu-devices XLA CPU devices on a CPU host (auto:
-one per core; NumPy uses one core).
+episodes are run in chunks of --chunk to bound memory (auto: sized from free device memory), each chunk
+sharded over --cpu-devices XLA CPU devices on a CPU host (auto: one per core; NumPy uses one core).
 peak_rss_mb is the process's peak resident memory (both engines included). The NumPy reference
 runs only for sizes up to --numpy-max; larger sizes are compared with its rate at the largest
 size it ran.
@@ -80,9 +79,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="64 and 256 episodes")
     ap.add_argument("--sizes", help="comma-separated episode counts (overrides the defaults)")
-    ap.add_argument("--chunk", default="auto",
-                    help="JAX episodes per compiled batch, or auto (default: sized from free memory; on a CPU at most "
-                         "jaxsim.rollout.CPU_EPISODES_PER_DEVICE per device, where larger batches leave the cache)")
+    ap.add_argument("--chunk", default="2048", help="JAX episodes per compiled batch, or auto (default 2048)")
     ap.add_argument("--cpu-devices", default="auto",
                     help="XLA CPU devices the JAX episodes are sharded over: auto (one per core) or N (auto)")
     ap.add_argument("--numpy-max", type=int, default=None,
