@@ -110,7 +110,7 @@ def _run_batch(keys, params, policy, policy_params, collect_tasks, reduce=None, 
     return jax.lax.map(one, keys, batch_size=sub_batch)
 
 
-def _run_sharded(keys: jax.Array, params, policy, policy_params, collect_tasks, reduce):
+def _run_sharded(keys: jax.Array, params, policy, policy_params, collect_tasks, reduce, sub_batch="auto"):
     """Every device runs the single-device program on its own shard of the episode-sharded ``keys``
     (dispatched asynchronously, so the devices work at once; no communication); the shards are put
     back together as global arrays with the keys' sharding.
@@ -121,7 +121,8 @@ def _run_sharded(keys: jax.Array, params, policy, policy_params, collect_tasks, 
     """
     shards = sorted(keys.addressable_shards, key=lambda sh: sh.index[0].start or 0)
     outs = [_run_batch(sh.data, jax.device_put(params, sh.device), policy,
-                       jax.device_put(policy_params, sh.device), collect_tasks, reduce, sub_batch_for(sh.device))
+                       jax.device_put(policy_params, sh.device), collect_tasks, reduce,
+                       sub_batch_for(sh.device) if sub_batch == "auto" else sub_batch)
             for sh in shards]
     n = keys.shape[0]
     return jax.tree.map(lambda *xs: jax.make_array_from_single_device_arrays((n, *xs[0].shape[1:]), keys.sharding,
@@ -202,7 +203,7 @@ def auto_chunk(params: EnvParams, policy: Policy, policy_params=None, collect_ta
 def rollout(key, params: EnvParams, policy: Policy, policy_params=None, n_episodes: int = 1,
             chunk: int | str = 1024, collect_tasks: bool = True, progress: Callable[[int], None] | None = None,
             first_episode: int = 0, reduce: Callable[[dict], Any] | None = None,
-            on_chunk: Callable[[int, dict], None] | None = None):
+            on_chunk: Callable[[int, dict], None] | None = None, sub_batch: int | str | None = "auto"):
     """Run episodes first_episode .. first_episode + n_episodes - 1.
 
     Returns numpy {"slot_reward": [E, H], field: [E, H, U], ...}, or with ``reduce`` (a hashable
@@ -210,9 +211,14 @@ def rollout(key, params: EnvParams, policy: Policy, policy_params=None, n_episod
     episodes is sharded over every device of every process (padded to a multiple of the device
     count; ``chunk="auto"`` sizes it from free memory) and gathered to every process.
     After each chunk, ``on_chunk(first_episode_of_chunk, outputs)`` and ``progress(n_done)`` are called.
+    ``sub_batch``: episodes vmapped at once inside a device's program (auto: ``sub_batch_for`` the device; None:
+    the device's whole share of the chunk); it changes no result.
     """
     if n_episodes < 1:
         raise ValueError(f"n_episodes = {n_episodes}: allowed >= 1")
+    if not (sub_batch is None or sub_batch == "auto" or isinstance(sub_batch, int) and not isinstance(sub_batch, bool)
+            and sub_batch >= 1):
+        raise ValueError(f"sub_batch = {sub_batch!r}: allowed 'auto', None or an integer >= 1")
     nd = jax.device_count()
     if chunk == "auto":
         chunk = auto_chunk(params, policy, policy_params, collect_tasks, reduce, n_episodes)
@@ -225,7 +231,7 @@ def rollout(key, params: EnvParams, policy: Policy, policy_params=None, n_episod
         n = min(chunk, n_episodes - start)
         keys = np.asarray(episode_keys(key, first_episode + start, chunk))   # full chunk: one compiled shape
         out = _run_sharded(distributed.global_array(keys, sharding), params, policy, policy_params,
-                           collect_tasks, reduce)
+                           collect_tasks, reduce, sub_batch)
         out = jax.tree.map(lambda x: x[:n], distributed.gather(out))
         if on_chunk is not None:
             on_chunk(first_episode + start, out)

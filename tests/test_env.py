@@ -8,6 +8,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from baselines import greedy_policy, random_policy
 from jaxsim import env
@@ -62,6 +63,10 @@ def test_sub_batches_do_not_change_results(tiny):
     looped = _run_batch(keys, p, greedy_policy, None, True, sub_batch=2)
     for k in whole:
         np.testing.assert_array_equal(np.asarray(whole[k]), np.asarray(looped[k]))
+    from jaxsim.rollout import rollout
+    for bad in (0, -1, True, "all"):
+        with pytest.raises(ValueError, match="sub_batch = .*allowed 'auto', None or an integer >= 1"):
+            rollout(jax.random.PRNGKey(0), p, greedy_policy, None, 2, sub_batch=bad)
 
 
 _SHARD_SCRIPT = """

@@ -85,7 +85,7 @@ def main(argv=None) -> dict:
     from experiment.scenario_args import scenario_from_args
     from jaxsim.fields import ConfigError
     from jaxsim.params import make_params
-    from jaxsim.rollout import _run_batch, episode_keys
+    from jaxsim.rollout import _run_batch, episode_keys, sub_batch_for
 
     try:
         cfg = scenario_from_args(args)
@@ -94,9 +94,11 @@ def main(argv=None) -> dict:
     params = make_params(cfg)
     keys = episode_keys(jax.random.PRNGKey(0), 0, args.episodes)
 
+    sub = sub_batch_for(jax.devices()[0])                                       # the program rollout runs
+
     def run():
-        return jax.block_until_ready(_run_batch(keys, params, greedy_policy, None, False))
-    ops = kernel_ops(_run_batch.lower(keys, params, greedy_policy, None, False).compile().as_text())
+        return jax.block_until_ready(_run_batch(keys, params, greedy_policy, None, False, None, sub))
+    ops = kernel_ops(_run_batch.lower(keys, params, greedy_policy, None, False, None, sub).compile().as_text())
     run()                                                                       # compile and warm
     with tempfile.TemporaryDirectory() as d:
         with jax.profiler.trace(d):

@@ -82,14 +82,22 @@ def main(argv=None) -> dict:
     ap.add_argument("--chunk", default="2048", help="JAX episodes per compiled batch, or auto (default 2048)")
     ap.add_argument("--cpu-devices", default="auto",
                     help="XLA CPU devices the JAX episodes are sharded over: auto (one per core) or N (auto)")
+    ap.add_argument("--sub-batch", default="auto",
+                    help="episodes vmapped at once inside a device's program: auto (256 on a CPU, the whole share "
+                         "elsewhere: jaxsim.rollout.CPU_SUB_BATCH), none (the whole share) or N (auto)")
     ap.add_argument("--numpy-max", type=int, default=None,
                     help="run the NumPy reference only up to this many episodes (default: every size)")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([64, 256] if args.quick else [64, 1024, 8192])
     if any(s < 1 for s in sizes) or not (args.chunk == "auto" or args.chunk.isdigit() and int(args.chunk) >= 1):
         raise SystemExit("error: --sizes must be positive integers and --chunk auto or a positive integer")
-    if args.numpy_max is not None and args.numpy_max < 1:
-        raise SystemExit(f"error: --numpy-max = {args.numpy_max}: allowed >= 1")
+    sub = args.sub_batch.lower()
+    if not (sub in ("auto", "none") or sub.isdigit() and int(sub) >= 1):
+        raise SystemExit(f"error: --sub-batch = {args.sub_batch!r}: allowed auto, none or an integer >= 1")
+    sub_batch = "auto" if sub == "auto" else None if sub == "none" else int(sub)
+    if args.numpy_max is not None and args.numpy_max < min(sizes):
+        raise SystemExit(f"error: --numpy-max = {args.numpy_max}: allowed >= the smallest --sizes ({min(sizes)}): "
+                         "the ratio needs the reference at one size at least")
     try:
         set_cpu_devices(args.cpu_devices)
     except ValueError as e:
@@ -105,9 +113,10 @@ def main(argv=None) -> dict:
     for n in sizes:
         chunk = auto_chunk(params, greedy_policy, None, False, n_episodes=n) if args.chunk == "auto" \
             else min(n, int(args.chunk))
-        rollout(key, params, greedy_policy, None, chunk, chunk=chunk, collect_tasks=False)  # compile this shape
+        rollout(key, params, greedy_policy, None, chunk, chunk=chunk, collect_tasks=False,
+                sub_batch=sub_batch)                                     # compile this shape
         t0 = time.perf_counter()
-        out = rollout(key, params, greedy_policy, None, n, chunk=chunk, collect_tasks=False)
+        out = rollout(key, params, greedy_policy, None, n, chunk=chunk, collect_tasks=False, sub_batch=sub_batch)
         jax_s = time.perf_counter() - t0
         if args.numpy_max is None or n <= args.numpy_max:
             t0 = time.perf_counter()
@@ -115,7 +124,7 @@ def main(argv=None) -> dict:
             np_rate = n * horizon / (time.perf_counter() - t0)
         jax_rate = n * horizon / jax_s
         result = {"bench": "sim", "episodes": n, "chunk": chunk,
-                  "jax_episode_slots_per_s": jax_rate, "numpy_episode_slots_per_s": np_rate,
+                  "sub_batch": sub, "jax_episode_slots_per_s": jax_rate, "numpy_episode_slots_per_s": np_rate,
                   "ratio": jax_rate / np_rate, "peak_rss_mb": peak_rss_mb(),
                   "bytes_per_episode_slot": bytes_slot, "bandwidth_gb_s": bw,
                   "roofline_fraction": jax_rate * bytes_slot / (bw * 1e9),
