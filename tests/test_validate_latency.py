@@ -101,6 +101,39 @@ def test_project_report_errors_and_held_out(tmp_path):
     assert res["held_out_ttft_mape"] <= 0.20
     assert res["held_out_tp1_throughput_mape"] <= 0.18 and res["held_out_tp_throughput_mape"] <= 0.26
     assert len(res["held_out_per_source"]) == len(res["sources"]) >= 3
+    # the test set: sources and models of its own (and two engines), never fitted; errors recomputed from its CSV
+    with open(tmp_path / "latency_test.csv") as f:
+        test = list(csv.DictReader(f))
+    with open(V.DEFAULT_TEST) as f:
+        cited = list(csv.DictReader(f))
+    assert res["test_n"] == len(cited) == len(test) and all(r["citation"].strip() for r in cited)
+    assert not set(res["test_per_source"]) & set(res["sources"])
+    hw, models, engines = V.read_catalog(V.DEFAULT_CATALOG)
+    fitted_engines = {r["engine"] for r in V.read_rows(V.DEFAULT_DATA, hw, models, engines)}
+    assert {r["engine"] for r in test} - fitted_engines == {"vllm", "deepspeed-inference"}
+    assert not {r["model"] for r in test} & {r["model"] for r in V.read_rows(V.DEFAULT_DATA, hw, models, engines)}
+    assert res["test_throughput_mape"] == pytest.approx(np.mean([abs(float(r["rel_error"])) for r in test]), abs=2e-3)
+    # what docs/model.md reports: vLLM's Qwen2.5 0.5B-14B within 8%, DeepSpeed's BLOOM-shaped 1.3B about 2x too fast
+    assert res["test_per_source"]["qwen2.5-speed-vllm"]["throughput_mape"] <= 0.08
+    bloom = [float(r["rel_error"]) for r in test if r["model"] == "bigcode-bloom-1.3b"]
+    assert min(bloom) > 0.5
+
+
+def test_the_test_set_enters_no_fit(tmp_path):
+    a = V.main(["--out", str(tmp_path / "a"), "--no-held-out", "--fit"])
+    b = V.main(["--out", str(tmp_path / "b"), "--no-held-out", "--fit", "--test-data", "none"])
+    assert a["fitted"] == b["fitted"] and a["test_n"] > 0 and "test_n" not in b
+    assert not (tmp_path / "b" / "latency_test.csv").exists()
+
+
+def test_a_bad_test_set_is_refused_naming_its_flag(tmp_path, capsys):
+    bad = tmp_path / "test.csv"
+    bad.write_text(V.DEFAULT_TEST.read_text().replace("qwen2.5-3b", "qwen9-3b", 1))
+    with pytest.raises(SystemExit) as e:
+        V.main(["--out", str(tmp_path / "out"), "--test-data", str(bad)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--test-data test.csv line" in err and "qwen9-3b" in err
 
 
 def _docs_example(tmp_path):

@@ -3,6 +3,7 @@
     python -m scripts.tools.validate_latency                                   # the project's data (data/serving/)
     python -m scripts.tools.validate_latency --data rows.csv --catalog specs.toml
     python -m scripts.tools.validate_latency --fit                             # also refit the shipped efficiencies
+    python -m scripts.tools.validate_latency --test-data none                  # without the never-fitted test set
 
 Data: a CSV, one measured serving configuration a row: ``source, hardware, model, n_gpus, batch, input_tokens,
 output_tokens`` and any of ``measured_tokens_per_s_per_gpu`` (output tokens/s per GPU of one static batch),
@@ -30,10 +31,14 @@ engines whose rows span fewer than two models get the others' geometric mean) by
 booking itself, minimising the sum over metrics of the mean absolute relative error over the rows.
 ``--pool-engines`` treats every row as of no engine (how ``[inference]``'s defaults are fitted). Deterministic.
 
-Writes <out>/latency_validation.csv (every row: measured, booked, error, and its held-out booking); the last
+Test set: ``data/serving/test.csv`` (``--test-data``) holds rows that no fit reads -- other sources, engines and
+models than the fitted data's -- booked with the shipped values and reported apart (``test_*``, per source).
+
+Writes <out>/latency_validation.csv (every row: measured, booked, error, and its held-out booking) and, with a test
+set, <out>/latency_test.csv; the last
 line printed is one JSON object {"bench": "latency", "n": ..., "throughput_mape": ..., "ttft_mape": ...,
 "tpot_mape": ..., "tp1_throughput_mape": ..., "tp_throughput_mape": ..., "held_out_throughput_mape": ...,
-"held_out_ttft_mape": ..., ...} with the keys the data have rows for.
+"held_out_ttft_mape": ..., "test_throughput_mape": ..., ...} with the keys the data have rows for.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ from jaxsim.params import server_terms
 DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "serving"
 DEFAULT_DATA = DATA_DIR / "measured.csv"
 DEFAULT_CATALOG = DATA_DIR / "catalog.toml"
+DEFAULT_TEST = DATA_DIR / "test.csv"       # rows no fit reads: sources, engines and models of their own
 
 KEYS = ("source", "hardware", "model", "n_gpus", "batch", "input_tokens", "output_tokens")
 MEASURED = ("measured_tokens_per_s_per_gpu", "measured_batch_latency_ms", "measured_first_token_ms",
@@ -128,11 +134,11 @@ def _number(path: str, text: str, lo: float, integer: bool) -> float:
     return v
 
 
-def read_rows(path, hardware: dict, models: dict, engines: dict | None = None) -> list[dict]:
+def read_rows(path, hardware: dict, models: dict, engines: dict | None = None, flag: str = "--data") -> list[dict]:
     """The measured rows of a CSV, checked against the catalog: unknown names, missing or malformed columns
     and rows with nothing measured are refused naming the row (its line in the file) and the column. The
     optional column ``engine`` names a catalog ``[[engines]]`` entry (empty: an engine without data, which
-    gets ``[inference]``'s fixed costs)."""
+    gets ``[inference]``'s fixed costs). ``flag`` names the file in messages."""
     engines = engines or {}
     try:
         with open(path, newline="") as f:
@@ -140,16 +146,16 @@ def read_rows(path, hardware: dict, models: dict, engines: dict | None = None) -
             header = reader.fieldnames or []
             missing = [k for k in KEYS if k not in header]
             if missing:
-                raise ConfigError(f"--data {str(path)!r}: missing column {missing[0]!r} (required: {', '.join(KEYS)})")
+                raise ConfigError(f"{flag} {str(path)!r}: missing column {missing[0]!r} (required: {', '.join(KEYS)})")
             if not any(k in header for k in MEASURED):
-                raise ConfigError(f"--data {str(path)!r}: no measured column; give any of {', '.join(MEASURED)}")
+                raise ConfigError(f"{flag} {str(path)!r}: no measured column; give any of {', '.join(MEASURED)}")
             raw = list(reader)
     except OSError as e:
-        raise ConfigError(f"--data {str(path)!r}: cannot read ({e.strerror})") from None
+        raise ConfigError(f"{flag} {str(path)!r}: cannot read ({e.strerror})") from None
     n_range = spec(Action, "n_gpus")
     rows = []
     for i, r in enumerate(raw):
-        where = f"--data {Path(path).name} line {i + 2}"
+        where = f"{flag} {Path(path).name} line {i + 2}"
         if None in r.values() or None in r:
             raise ConfigError(f"{where}: has a different number of cells than the header")
         if r["hardware"] not in hardware:
@@ -183,7 +189,7 @@ def read_rows(path, hardware: dict, models: dict, engines: dict | None = None) -
         row["measured"] = got
         rows.append(row)
     if not rows:
-        raise ConfigError(f"--data {str(path)!r}: no rows")
+        raise ConfigError(f"{flag} {str(path)!r}: no rows")
     return rows
 
 
@@ -412,6 +418,22 @@ def held_out(t: Table, start: dict) -> tuple[dict, list]:
     return booked, fits
 
 
+def test_report(t: Table, eff: dict, path: str) -> dict:
+    """The test set: rows no fit reads (other sources, engines and models than the fitted data's), booked with the
+    shipped values ``eff`` (the catalog's own, else [inference]'s) -- held out in the strict sense. Writes each row's
+    booking to ``path``; returns test_n, the test_* errors and test_per_source."""
+    booked = book(t, eff)
+    err = errors(t, booked)
+    per = {}
+    for s in sorted(set(t.source)):
+        sel = t.source == s
+        per[s] = {"n": int(sel.sum()), **summary(t, {k: np.where(sel, v, np.nan) for k, v in err.items()})}
+    rows = [[k, *(t.rows[i][c] for c in KEYS), t.rows[i]["engine"], f"{t.measured[k][i]:.4g}", f"{booked[k][i]:.4g}",
+             f"{err[k][i]:+.3f}"] for k in METRICS for i in np.flatnonzero(np.isfinite(t.measured[k]))]
+    write_csv(path, ["metric", *KEYS, "engine", "measured", "booked", "rel_error"], rows)
+    return {"test_n": len(t.rows), **summary(t, err, "test_"), "test_per_source": per}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=None, help="CSV of measured rows (default: the project's data/serving)")
@@ -423,14 +445,20 @@ def main(argv=None) -> dict:
                          "what a server of no named engine pays, are fitted)")
     ap.add_argument("--attention-heads", choices=("kv", "query"), default=None,
                     help="decode attention's read by KV heads or query heads (default: [inference]'s)")
-    ap.add_argument("--out", default="results", help="folder for latency_validation.csv")
+    ap.add_argument("--test-data", default=None,
+                    help="CSV of rows no fit reads, booked with the shipped values and reported apart as test_* "
+                         "(default: the project's data/serving/test.csv without --data, none with it; 'none': skip)")
+    ap.add_argument("--out", default="results", help="folder for latency_validation.csv (and latency_test.csv)")
     args = ap.parse_args(argv)
     try:
         check_writable(args.out)
         hardware, models, engines = read_catalog(args.catalog or DEFAULT_CATALOG)
         rows = read_rows(args.data or DEFAULT_DATA, hardware, models, engines)
+        test_path = args.test_data or (None if args.data else DEFAULT_TEST)
+        test_rows = [] if test_path in (None, "none") else read_rows(test_path, hardware, models, engines, "--test-data")
         if args.pool_engines:
             rows = [{**r, "engine": ""} for r in rows]
+            test_rows = [{**r, "engine": ""} for r in test_rows]
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2)
@@ -466,10 +494,16 @@ def main(argv=None) -> dict:
                                f"{err[k][i]:+.3f}", hb, he])
     os.makedirs(args.out, exist_ok=True)
     write_csv(os.path.join(args.out, "latency_validation.csv"), header, table_rows)
+    if test_rows:
+        out.update(test_report(table(test_rows, hardware, models, engines), eff,
+                               os.path.join(args.out, "latency_test.csv")))
     for s in sorted(set(t.source)):
         sel = t.source == s
         print(f"{s:40s} rows {int(sel.sum()):4d}  " + "  ".join(
             f"{k} {mape(err[k], sel):.3f}" for k in METRICS if mape(err[k], sel) is not None))
+    for s, e in out.get("test_per_source", {}).items():
+        print(f"{s:40s} rows {e['n']:4d}  " + "  ".join(
+            f"{k} {e[k + '_mape']:.3f}" for k in METRICS if k + "_mape" in e) + "  (test set: never fitted)")
     print(json.dumps(out))
     return out
 
