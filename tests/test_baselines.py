@@ -63,7 +63,7 @@ def _by_type(key, obs, table):
 
 def test_a_single_site_policy_is_the_table_of_its_action(tiny):
     p = make_params(tiny)
-    obs, _ = env.reset(jax.random.PRNGKey(3), p)
+    obs, _ = jax.jit(env.reset)(jax.random.PRNGKey(3), p)
     for a in range(p.n_actions):
         got = _by_type(None, obs, jnp.full(p.n_types, a, jnp.int32))
         assert (np.asarray(single_site(a)(None, obs, p)) == np.asarray(got)).all()
@@ -71,7 +71,7 @@ def test_a_single_site_policy_is_the_table_of_its_action(tiny):
 
 def test_policies_share_signature_and_range(tiny):
     p = make_params(tiny)
-    obs, _ = env.reset(jax.random.PRNGKey(0), p)
+    obs, _ = jax.jit(env.reset)(jax.random.PRNGKey(0), p)
     for pol in (random_policy, greedy_policy, oracle_policy, single_site(1)):
         a = pol(jax.random.PRNGKey(1), obs, p)
         assert a.shape == (p.n_users,) and a.dtype == jnp.int32
@@ -88,17 +88,18 @@ def test_greedy_sequential_sees_the_load_and_the_refusals_of_earlier_tasks():
     from jaxsim.config import EpisodeConfig, TopologyConfig
     cfg = SimConfig().replace(topology=TopologyConfig(n_cells=1, users_per_cell=2), episode=EpisodeConfig(horizon=2))
     p = make_params(cfg)
-    _, state = env.reset(jax.random.PRNGKey(0), p)
+    _, state = jax.jit(env.reset)(jax.random.PRNGKey(0), p)
     same = lambda x: jnp.broadcast_to(x[:1], x.shape)       # noqa: E731  (two identical tasks)
     state = state.replace(active=jnp.array([True, True]), task_type=jnp.array([0, 0], jnp.int32),
                           prompt_tokens=same(state.prompt_tokens), output_tokens=same(state.output_tokens),
                           dl_rate_rb_bps=same(state.dl_rate_rb_bps), ul_rate_rb_bps=same(state.ul_rate_rb_bps))
     obs = env.get_obs(p, state)
     obs1 = dc.replace(obs, free_seqs=jnp.ones_like(obs.free_seqs))
-    g, s = greedy_policy(None, obs1, p), greedy_sequential_policy(None, obs1, p)
+    greedy, sequential = jax.jit(greedy_policy), jax.jit(greedy_sequential_policy)
+    g, s = greedy(None, obs1, p), sequential(None, obs1, p)
     assert int(g[0]) == int(g[1]) == int(s[0]) and int(s[1]) != int(s[0])
     single = dc.replace(obs, mask=jnp.array([True, False]))
-    assert int(greedy_sequential_policy(None, single, p)[0]) == int(greedy_policy(None, single, p)[0])
+    assert int(sequential(None, single, p)[0]) == int(greedy(None, single, p)[0])
 
 
 @pytest.mark.long

@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_reset_step_api(tiny):
     p = make_params(tiny)
-    obs, state = env.reset(jax.random.PRNGKey(0), p)
+    obs, state = jax.jit(env.reset)(jax.random.PRNGKey(0), p)
     u, a = p.n_users, p.n_actions
     assert obs.mask.shape == (u,) and obs.load_seqs.shape == (u, a)
     action = jnp.zeros((u,), jnp.int32)

@@ -249,11 +249,12 @@ def test_prefill_stall_delays_the_batch_by_the_slots_prefills():
     from jaxsim.config import InferenceConfig
     base = SimConfig()
     p_off, p_on = make_params(base), make_params(base.replace(inference=InferenceConfig(prefill_stall=True)))
-    _, state = env.reset(jax.random.PRNGKey(5), p_off)
+    _, state = jax.jit(env.reset)(jax.random.PRNGKey(5), p_off)
     state = state.replace(active=jnp.ones_like(state.active))
     action = jnp.ones(p_off.n_users, jnp.int32)                    # every task to the one cloud_small server
-    _, off = env.evaluate(p_off, state, action)
-    _, on = env.evaluate(p_on, state, action)
+    evaluate = jax.jit(env.evaluate)
+    _, off = evaluate(p_off, state, action)
+    _, on = evaluate(p_on, state, action)
     pre = np.asarray(off["prefill_s"], np.float64)
     assert not np.asarray(off["wait_s"]).any() and not np.asarray(off["refused"]).any()
     np.testing.assert_allclose(np.asarray(on["prefill_s"]), pre, rtol=1e-6)

@@ -129,7 +129,7 @@ def test_host_rollout_sees_the_same_episodes_as_jitted_rollout(tiny):
 
 def test_task_features_shape(tiny):
     p = make_params(tiny)
-    obs, _ = env.reset(jax.random.PRNGKey(0), p)
+    obs, _ = jax.jit(env.reset)(jax.random.PRNGKey(0), p)
     f, t, m = task_features(obs)
     assert f.shape == (p.n_users, 6 + p.n_actions) and t.shape == m.shape == (p.n_users,)
 

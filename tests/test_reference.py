@@ -64,7 +64,7 @@ def test_slot_matches_reference(name, cfg):
     pn = ref.to_numpy(p)
     states = _states(p, 12, 15, seed=hash(name) % 1000)
     act = jax.random.randint(jax.random.PRNGKey(7), (12, p.n_users), 0, p.n_actions)
-    new_srv, info = jax.vmap(lambda s, a: env.evaluate(p, s, a))(states, act)
+    new_srv, info = jax.jit(jax.vmap(lambda s, a: env.evaluate(p, s, a)))(states, act)   # one program, as users run it
     sv = states.servers
     srv = {"rem": _np(sv.rem_tokens), "ctx": _np(sv.ctx_tokens), "status": _np(sv.status),
            "order": _np(sv.order), "counter": _np(sv.counter), "bg": _np(sv.bg_seqs),
@@ -92,16 +92,15 @@ def test_channel_matches_reference(interference):
     p = make_params(cfg)
     pn = ref.to_numpy(p)
     keys = jax.random.split(jax.random.PRNGKey(3), 6)
-    xy = jax.vmap(lambda k: channel.drop_users(k, p))(keys)
-    gain, assoc, _ = jax.vmap(lambda k, x: channel.large_scale(k, p, x))(keys, xy)
-    # replay the kernel's draws in the reference
-    u = jax.vmap(lambda k: prng.uniform(k, (2, p.n_users, p.n_cells), 1e-7, 1.0 - 1e-7))(keys)
+    xy, gain, assoc, u, fading = jax.jit(jax.vmap(lambda k: (          # one program, as users run it
+        channel.drop_users(k, p), *channel.large_scale(k, p, channel.drop_users(k, p))[:2],
+        prng.uniform(k, (2, p.n_users, p.n_cells), 1e-7, 1.0 - 1e-7),   # replay the kernel's draws in the reference
+        channel.rayleigh_fading(k, p))))(keys)
     rgain, rassoc = ref.large_scale(pn, _np(xy), _np(u[:, 0]), np.asarray(jax.scipy.special.ndtri(u[:, 1]), np.float64))
     _close(gain, rgain, "long-term gain")
     np.testing.assert_array_equal(np.asarray(assoc), rassoc)
-    fading = jax.vmap(lambda k: channel.rayleigh_fading(k, p))(keys)
     active = jax.random.uniform(jax.random.PRNGKey(4), (6, p.n_users)) < 0.3
-    dl, ul = jax.vmap(lambda g, a, f, act: env.slot_rates(p, g, a, act, f))(gain, assoc, fading, active)
+    dl, ul = jax.jit(jax.vmap(lambda g, a, f, act: env.slot_rates(p, g, a, act, f)))(gain, assoc, fading, active)
     rdl, rul = ref.slot_rates(pn, _np(gain), _np(assoc), _np(active), _np(fading))
     _close(dl, rdl, "downlink rate")
     _close(ul, rul, "uplink rate")

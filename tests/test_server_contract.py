@@ -126,7 +126,7 @@ def _one_task_on(cfg, action, out_tokens, prompt_tokens=200.0, n_tasks=1):
     """The default drop with ``n_tasks`` tasks of users of one cell (the first users of the most populated one)."""
     p = make_params(cfg)
     key = jax.random.PRNGKey(0)
-    _, state = env.reset(key, p)
+    _, state = jax.jit(env.reset)(key, p)
     u = p.n_users
     assoc = np.asarray(state.assoc)
     users = np.flatnonzero(assoc == np.bincount(assoc).argmax())[:n_tasks]
@@ -265,7 +265,7 @@ def test_prefill_stall_longer_than_a_slot_is_carried_over():
 def test_refused_tasks_delay_parts_add_up():
     """A refused task is charged reject_factor x budget as its refusal part, and nothing else."""
     p = make_params(tiny_config(inference=InferenceConfig(max_server_seqs=2)))
-    _, state = env.reset(jax.random.PRNGKey(3), p)
+    _, state = jax.jit(env.reset)(jax.random.PRNGKey(3), p)
     state = state.replace(active=jnp.ones((p.n_users,), bool))
     _, info = _evaluate(p, state, jnp.zeros((p.n_users,), jnp.int32))    # every task to its edge server
     info = jax.tree.map(np.asarray, info)

@@ -19,7 +19,6 @@ import dataclasses
 import json
 import sys
 import time
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -96,9 +95,16 @@ def valid_configs(rng: np.random.Generator, group: dict, n: int) -> tuple[list[S
     return out, rejected
 
 
-@partial(jax.jit, static_argnames="policy")
-def _episodes(keys, params, policy):
-    """[B] configs x one episode each: finite-ness of every float the episode produces, per config."""
+POLICIES = (random_policy, greedy_policy)
+
+
+@jax.jit
+def _episodes(keys, params, which):
+    """[B] configs x one episode each under ``POLICIES[which]`` (one program for every policy: a switch on a
+    traced index): finite-ness of every float the episode produces, per config."""
+    def policy(key, obs, p):
+        return jax.lax.switch(which, POLICIES, key, obs, p)
+
     def one(key, p):
         rewards, tasks = run_episode(key, p, policy, None)
         floats = [rewards] + [v for k, v in tasks.items() if jnp.issubdtype(v.dtype, jnp.floating)]
@@ -128,9 +134,10 @@ def fuzz(n: int = 10_000, seed: int = 0, batch: int = 500) -> dict:
             pad = batch - m if per_group[g] >= batch else 0
             if pad:
                 stacked = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], pad, 0)]), stacked)
-            for pol in (random_policy, greedy_policy):
+            for which, pol in enumerate(POLICIES):
                 key, sub = jax.random.split(key)
-                finite, nan, tasks = jax.tree.map(np.asarray, _episodes(jax.random.split(sub, m + pad), stacked, pol))
+                finite, nan, tasks = jax.tree.map(np.asarray, _episodes(jax.random.split(sub, m + pad), stacked,
+                                                                        jnp.int32(which)))
                 finite, nan, tasks = finite[:m], nan[:m], tasks[:m]
                 res["nan"] += int(nan.sum())
                 res["non_finite"] += int((~finite).sum())
