@@ -29,6 +29,14 @@ def single_site(action_index: int):
     return policy
 
 
+def type_table_policy(key, obs: Observation, table):
+    """The policy of a fixed task-type -> action table ``table`` [T] int32, its policy data: every task of type t to
+    action ``table[t]``. One compiled program serves every table; the single site a is the table of a alone (the
+    same actions as ``single_site(a)``, and the same rollouts bit for bit)."""
+    del key
+    return table[obs.task_type]
+
+
 def _fixed_delay_s(obs: Observation, params: EnvParams):
     """The load-independent part of each task's estimated delay under each action, [U, A], s: transfers at an
     equal RB share of the user's cell at the observed downlink SINR (both ways), backhaul, prefill."""

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import jax.numpy as jnp
+
 from baselines import heuristics, oracle
 from icl.policy import ICLConfig, make_host_policy
 from icl.pool import ExperiencePool
@@ -60,10 +62,16 @@ def register(name: str, policy: Callable | None = None, *, build: Callable | Non
     _REGISTRY[name] = PolicyEntry(name, host, build, doc)
 
 
+def _single_site(i: int):
+    """``<action>_only`` as the task-type table of action i: every single site of a scenario runs one compiled
+    program (the table is the policy's data), with the rollouts of ``heuristics.single_site(i)`` bit for bit."""
+    return lambda cfg, options: (heuristics.type_table_policy,
+                                 jnp.full(len(cfg.traffic.task_types), i, jnp.int32))
+
+
 def _entries(cfg: SimConfig) -> dict[str, PolicyEntry]:
     """The registered policies plus one ``<action>_only`` policy per action of ``cfg``."""
-    singles = {f"{a}_only": PolicyEntry(f"{a}_only", False,
-                                        lambda c, o, i=i: (heuristics.single_site(i), None), f"every task to {a}")
+    singles = {f"{a}_only": PolicyEntry(f"{a}_only", False, _single_site(i), f"every task to {a}")
                for i, a in enumerate(cfg.action_names)}
     return {"random": _REGISTRY["random"], **singles, **{k: v for k, v in _REGISTRY.items() if k != "random"}}
 

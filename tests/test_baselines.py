@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from baselines import greedy_policy, oracle_policy, random_policy, single_site
+from baselines import greedy_policy, oracle_policy, random_policy, single_site, type_table_policy
 from jaxsim import env
 from jaxsim.config import SimConfig
 from jaxsim.params import make_params
@@ -44,29 +44,32 @@ def test_default_scenario_is_non_trivial():
     # every fixed task-type -> action table is one compiled program (the table is the policy's data); a
     # single site is the table of one action
     for a in range(p.n_actions):
-        r = rollout(key, p, _by_type, jnp.full(p.n_types, a, jnp.int32), n)["slot_reward"].mean()
+        r = rollout(key, p, type_table_policy, jnp.full(p.n_types, a, jnp.int32), n)["slot_reward"].mean()
         assert r <= r_or - 0.1 * abs(r_or), f"{cfg.action_names[a]}-only {r:.3f} vs oracle {r_or:.3f}"
     # the best fixed task-type -> action table (the oracle's majority choice per type) loses clearly
     m = orc["mask"]
     table = np.array([np.bincount(orc["action"][m & (orc["task_type"] == t)], minlength=p.n_actions).argmax()
                       for t in range(p.n_types)])
     assert len(set(table.tolist())) > 1
-    r_tab = rollout(key, p, _by_type, jnp.asarray(table, jnp.int32), n)["slot_reward"].mean()
+    r_tab = rollout(key, p, type_table_policy, jnp.asarray(table, jnp.int32), n)["slot_reward"].mean()
     assert r_tab <= r_or - 0.1 * abs(r_or), f"type table {r_tab:.3f} vs oracle {r_or:.3f}"
 
 
-def _by_type(key, obs, table):
-    """The policy of a task-type -> action table (its policy data)."""
-    del key
-    return table[obs.task_type]
-
-
 def test_a_single_site_policy_is_the_table_of_its_action(tiny):
+    """single_site(a) and the table of a alone: the same actions, and the registry's <action>_only (the table, one
+    compiled program for every action) rolls out the same episodes bit for bit."""
+    from experiment.registry import make_policy
     p = make_params(tiny)
     obs, _ = jax.jit(env.reset)(jax.random.PRNGKey(3), p)
-    for a in range(p.n_actions):
-        got = _by_type(None, obs, jnp.full(p.n_types, a, jnp.int32))
+    for a, name in enumerate(tiny.action_names):
+        got = type_table_policy(None, obs, jnp.full(p.n_types, a, jnp.int32))
         assert (np.asarray(single_site(a)(None, obs, p)) == np.asarray(got)).all()
+        pol, table = make_policy(f"{name}_only", tiny)
+        assert pol is type_table_policy
+        want = rollout(jax.random.PRNGKey(1), p, single_site(a), None, 3)
+        out = rollout(jax.random.PRNGKey(1), p, pol, table, 3)
+        for k in want:
+            np.testing.assert_array_equal(out[k], want[k], err_msg=f"{name}_only: {k}")
 
 
 def test_policies_share_signature_and_range(tiny):
