@@ -1,8 +1,8 @@
 """Baseline decision makers: heuristics, the exhaustive-search oracle, and the PPO actor-critic."""
 
-from .heuristics import (estimate_rewards, greedy_policy, greedy_sequential_policy, random_policy, single_site,
-                         type_table_policy)
+from .heuristics import (HEURISTICS, estimate_rewards, greedy_policy, greedy_sequential_policy, heuristic_choice,
+                         heuristic_policy, random_policy, single_site, type_table_policy)
 from .oracle import oracle_policy
 
-__all__ = ["estimate_rewards", "greedy_policy", "greedy_sequential_policy", "oracle_policy", "random_policy", "single_site",
+__all__ = ["HEURISTICS", "heuristic_choice", "heuristic_policy", "estimate_rewards", "greedy_policy", "greedy_sequential_policy", "oracle_policy", "random_policy", "single_site",
            "type_table_policy"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from flax import struct
 
 from jaxsim import allocation, channel, env, inference
 from jaxsim.env import Observation, task_reward
@@ -99,3 +100,34 @@ def greedy_sequential_policy(key, obs: Observation, params: EnvParams):
 
     _, actions = jax.lax.scan(assign, jnp.zeros(params.n_servers), jnp.arange(params.n_users))
     return actions
+
+
+# the heuristics ``heuristic_policy`` switches between, by name (``table``: ``type_table_policy``)
+HEURISTICS = ("random", "greedy", "greedy_sequential", "table")
+
+
+@struct.dataclass
+class HeuristicChoice:
+    """Policy data of :func:`heuristic_policy`: which heuristic (an index into ``HEURISTICS``), the task-type table
+    the table policy reads, and the environment params the others read."""
+    which: jnp.ndarray      # [] int32
+    table: jnp.ndarray      # [T] int32 actions
+    env: EnvParams
+
+
+def heuristic_choice(name: str, params: EnvParams, table=None) -> HeuristicChoice:
+    """The policy data of heuristic ``name`` (one of ``HEURISTICS``; ``table``: the task-type table, [T])."""
+    if name not in HEURISTICS:
+        raise ValueError(f"heuristic {name!r}: allowed {', '.join(HEURISTICS)}")
+    t = jnp.zeros(params.n_types, jnp.int32) if table is None else jnp.asarray(table, jnp.int32)
+    return HeuristicChoice(jnp.int32(HEURISTICS.index(name)), t, params)
+
+
+def heuristic_policy(key, obs: Observation, choice: HeuristicChoice):
+    """Every heuristic of ``HEURISTICS`` in one program: the one ``choice.which`` names, a traced index (a
+    ``lax.switch``), so the heuristics of a scenario compile once however many a run compares. The rollouts equal
+    those of each heuristic's own function bit for bit (tests/test_baselines.py)."""
+    e = choice.env
+    branches = (lambda k, o: random_policy(k, o, e), lambda k, o: greedy_policy(k, o, e),
+                lambda k, o: greedy_sequential_policy(k, o, e), lambda k, o: type_table_policy(k, o, choice.table))
+    return jax.lax.switch(choice.which, branches, key, obs)

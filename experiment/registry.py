@@ -62,16 +62,19 @@ def register(name: str, policy: Callable | None = None, *, build: Callable | Non
     _REGISTRY[name] = PolicyEntry(name, host, build, doc)
 
 
-def _single_site(i: int):
-    """``<action>_only`` as the task-type table of action i: every single site of a scenario runs one compiled
-    program (the table is the policy's data), with the rollouts of ``heuristics.single_site(i)`` bit for bit."""
-    return lambda cfg, options: (heuristics.type_table_policy,
-                                 jnp.full(len(cfg.traffic.task_types), i, jnp.int32))
+def _heuristic(name: str, action: int | None = None):
+    """A shipped heuristic as ``heuristics.heuristic_policy`` with its choice as the policy's data, so every
+    heuristic of a scenario (random, greedy, greedy_sequential and each ``<action>_only``, the task-type table of
+    its action) runs one compiled program; the rollouts of the heuristic's own function bit for bit."""
+    def build(cfg: SimConfig, options: PolicyOptions):
+        table = None if action is None else jnp.full(len(cfg.traffic.task_types), action, jnp.int32)
+        return heuristics.heuristic_policy, heuristics.heuristic_choice(name, make_params(cfg), table)
+    return build
 
 
 def _entries(cfg: SimConfig) -> dict[str, PolicyEntry]:
     """The registered policies plus one ``<action>_only`` policy per action of ``cfg``."""
-    singles = {f"{a}_only": PolicyEntry(f"{a}_only", False, _single_site(i), f"every task to {a}")
+    singles = {f"{a}_only": PolicyEntry(f"{a}_only", False, _heuristic("table", i), f"every task to {a}")
                for i, a in enumerate(cfg.action_names)}
     return {"random": _REGISTRY["random"], **singles, **{k: v for k, v in _REGISTRY.items() if k != "random"}}
 
@@ -117,9 +120,9 @@ def _host(name: str):
     return build
 
 
-register("random", heuristics.random_policy, doc="a uniformly random action for every task")
-register("greedy", heuristics.greedy_policy, doc="each task's best estimated reward on its own")
-register("greedy_sequential", heuristics.greedy_sequential_policy,
+register("random", build=_heuristic("random"), doc="a uniformly random action for every task")
+register("greedy", build=_heuristic("greedy"), doc="each task's best estimated reward on its own")
+register("greedy_sequential", build=_heuristic("greedy_sequential"),
          doc="the slot's tasks one by one, each seeing the load the earlier ones added")
 register("oracle", oracle.oracle_policy, doc="search over the slot's joint assignment with the true outcomes")
 register("ppo", build=_ppo, doc="the trained actor-critic (baselines.ppo)")

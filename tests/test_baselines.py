@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from baselines import greedy_policy, oracle_policy, random_policy, single_site, type_table_policy
+from baselines import (greedy_policy, greedy_sequential_policy, heuristic_choice, heuristic_policy, oracle_policy,
+                       random_policy, single_site, type_table_policy)
 from jaxsim import env
 from jaxsim.config import SimConfig
 from jaxsim.params import make_params
@@ -55,23 +56,28 @@ def test_default_scenario_is_non_trivial():
     assert r_tab <= r_or - 0.1 * abs(r_or), f"type table {r_tab:.3f} vs oracle {r_or:.3f}"
 
 
-def test_a_single_site_policy_is_the_table_of_its_action(tiny):
-    """single_site(a) and the table of a alone: the same actions, and the registry's <action>_only (the table, one
-    compiled program for every action) rolls out the same episodes bit for bit."""
+def test_the_registry_runs_every_heuristic_as_one_program_with_its_own_rollouts(tiny):
+    """single_site(a) and the table of a alone give the same actions; the registry's heuristics (random, greedy,
+    greedy_sequential, each <action>_only as the table of its action) are one program, heuristic_policy switching
+    on its data, and roll out the episodes of each heuristic's own function bit for bit."""
     from experiment.registry import make_policy
     p = make_params(tiny)
     obs, _ = jax.jit(env.reset)(jax.random.PRNGKey(3), p)
-    for a, name in enumerate(tiny.action_names):
+    for a in range(p.n_actions):
         got = type_table_policy(None, obs, jnp.full(p.n_types, a, jnp.int32))
         assert (np.asarray(single_site(a)(None, obs, p)) == np.asarray(got)).all()
-        pol, table = make_policy(f"{name}_only", tiny)
-        assert pol is type_table_policy and (np.asarray(table) == a).all()
-    # the rollouts, for one action (each single_site(a) is a program of its own; checked on both presets, every
-    # action, 16 episodes, when the registry switched)
-    want = rollout(jax.random.PRNGKey(1), p, single_site(a), None, 3)
-    out = rollout(jax.random.PRNGKey(1), p, pol, table, 3)
-    for k in want:
-        np.testing.assert_array_equal(out[k], want[k], err_msg=f"{name}_only: {k}")
+    last = f"{tiny.action_names[-1]}_only"
+    own = {"random": random_policy, "greedy": greedy_policy, "greedy_sequential": greedy_sequential_policy,
+           last: single_site(p.n_actions - 1)}
+    for name, f in own.items():
+        pol, choice = make_policy(name, tiny)
+        assert pol is heuristic_policy
+        want = rollout(jax.random.PRNGKey(1), p, f, None, 3)
+        out = rollout(jax.random.PRNGKey(1), p, pol, choice, 3)
+        for k in want:
+            np.testing.assert_array_equal(out[k], want[k], err_msg=f"{name}: {k}")
+    with pytest.raises(ValueError, match="heuristic 'ppo': allowed random, greedy"):
+        heuristic_choice("ppo", p)
 
 
 def test_policies_share_signature_and_range(tiny):
