@@ -4,5 +4,5 @@ from .heuristics import (HEURISTICS, estimate_rewards, greedy_policy, greedy_seq
                          heuristic_policy, random_policy, single_site, type_table_policy)
 from .oracle import oracle_policy
 
-__all__ = ["HEURISTICS", "heuristic_choice", "heuristic_policy", "estimate_rewards", "greedy_policy", "greedy_sequential_policy", "oracle_policy", "random_policy", "single_site",
-           "type_table_policy"]
+__all__ = ["HEURISTICS", "estimate_rewards", "greedy_policy", "greedy_sequential_policy", "heuristic_choice",
+           "heuristic_policy", "oracle_policy", "random_policy", "single_site", "type_table_policy"]

@@ -116,7 +116,8 @@ class HeuristicChoice:
 
 
 def heuristic_choice(name: str, params: EnvParams, table=None) -> HeuristicChoice:
-    """The policy data of heuristic ``name`` (one of ``HEURISTICS``; ``table``: the task-type table, [T])."""
+    """The policy data of heuristic ``name`` (one of ``HEURISTICS``; ``table``: the task-type table, [T]). ``params``
+    are the ones the heuristic reads: those of the scenario the rollout runs."""
     if name not in HEURISTICS:
         raise ValueError(f"heuristic {name!r}: allowed {', '.join(HEURISTICS)}")
     t = jnp.zeros(params.n_types, jnp.int32) if table is None else jnp.asarray(table, jnp.int32)

@@ -418,7 +418,7 @@ def held_out(t: Table, start: dict) -> tuple[dict, list]:
     return booked, fits
 
 
-def test_report(t: Table, eff: dict, path: str) -> dict:
+def report_test_set(t: Table, eff: dict, path: str) -> dict:
     """The test set: rows no fit reads (other sources, engines and models than the fitted data's), booked with the
     shipped values ``eff`` (the catalog's own, else [inference]'s) -- held out in the strict sense. Writes each row's
     booking to ``path``; returns test_n, the test_* errors and test_per_source."""
@@ -495,15 +495,15 @@ def main(argv=None) -> dict:
     os.makedirs(args.out, exist_ok=True)
     write_csv(os.path.join(args.out, "latency_validation.csv"), header, table_rows)
     if test_rows:
-        out.update(test_report(table(test_rows, hardware, models, engines), eff,
+        out.update(report_test_set(table(test_rows, hardware, models, engines), eff,
                                os.path.join(args.out, "latency_test.csv")))
+    def line(s, n, mapes, tag=""):
+        print(f"{s:40s} rows {n:4d}  " + "  ".join(f"{k} {v:.3f}" for k, v in mapes.items() if v is not None) + tag)
     for s in sorted(set(t.source)):
         sel = t.source == s
-        print(f"{s:40s} rows {int(sel.sum()):4d}  " + "  ".join(
-            f"{k} {mape(err[k], sel):.3f}" for k in METRICS if mape(err[k], sel) is not None))
+        line(s, int(sel.sum()), {k: mape(err[k], sel) for k in METRICS})
     for s, e in out.get("test_per_source", {}).items():
-        print(f"{s:40s} rows {e['n']:4d}  " + "  ".join(
-            f"{k} {e[k + '_mape']:.3f}" for k in METRICS if k + "_mape" in e) + "  (test set: never fitted)")
+        line(s, e["n"], {k: e.get(k + "_mape") for k in METRICS}, "  (test set: never fitted)")
     print(json.dumps(out))
     return out
 
