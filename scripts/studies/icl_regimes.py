@@ -71,22 +71,32 @@ def parse_args(argv=None):
     ap.add_argument("--only-cached", action="store_true",
                     help="compute nothing new: the table of the cells already in --out (the others left out)")
     args = ap.parse_args(argv)
-    split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
-    args.scenarios, args.pools, args.models = split(args.scenarios), split(args.pools), split(args.models)
-    args.serve, args.describe_models = split(args.serve), split(args.describe_models)
+    args.scenarios, args.pools, args.models = names_list(args.scenarios), names_list(args.pools), names_list(args.models)
+    args.serve, args.describe_models = names_list(args.serve), names_list(args.describe_models)
     args.missing = []                 # cells left out by --only-cached
     from icl.llm.registry import MODELS as REGISTERED
-    for flag, vals, allowed in (("--scenarios", args.scenarios, SCENARIOS), ("--pools", args.pools, POOLS),
-                                ("--models", args.models, tuple(REGISTERED)),
-                                ("--serve", args.serve, tuple(REGISTERED))):
+    check_flags(ap, (("--scenarios", args.scenarios, SCENARIOS), ("--pools", args.pools, POOLS),
+                     ("--models", args.models, tuple(REGISTERED)), ("--serve", args.serve, tuple(REGISTERED))),
+                (("--queries", args.queries), ("--query-episodes", args.query_episodes),
+                 ("--own-episodes", args.own_episodes), ("--own-horizon", args.own_horizon)), may_be_empty=("--serve",))
+    return args
+
+
+def names_list(text: str) -> list[str]:
+    """A comma-separated flag's names, blanks dropped."""
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def check_flags(ap: argparse.ArgumentParser, names: tuple, counts: tuple = (), may_be_empty: tuple = ()) -> None:
+    """Exit 2 naming the flag: every (flag, values, allowed) of ``names`` holds only allowed names, and at least one
+    unless the flag is in ``may_be_empty``; every (flag, value) of ``counts`` is >= 1."""
+    for flag, vals, allowed in names:
         bad = [v for v in vals if v not in allowed]
-        if bad or (not vals and flag != "--serve"):
+        if bad or (not vals and flag not in may_be_empty):
             ap.error(f"{flag}: unknown {bad or 'none given'}; allowed: {', '.join(allowed)}")
-    for flag, v in (("--queries", args.queries), ("--query-episodes", args.query_episodes),
-                    ("--own-episodes", args.own_episodes), ("--own-horizon", args.own_horizon)):
+    for flag, v in counts:
         if v < 1:
             ap.error(f"{flag} = {v}: allowed >= 1")
-    return args
 
 
 class Cells:

@@ -20,7 +20,7 @@ import os
 import sys
 
 from experiment.files import atomic_write_bytes, read_block_file, update_block
-from scripts.studies.icl_regimes import Cells
+from scripts.studies.icl_regimes import Cells, check_flags, names_list
 
 START, END = "<!-- icl-server:start -->", "<!-- icl-server:end -->"
 SCENARIOS = ("default", "loaded")
@@ -43,17 +43,12 @@ def parse_args(argv=None):
     ap.add_argument("--only-cached", action="store_true",
                     help="start no server: the table of the cells already in --out (the others listed as missing)")
     args = ap.parse_args(argv)
-    split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
-    args.scenarios, args.models, args.flax_models = split(args.scenarios), split(args.models), split(args.flax_models)
+    args.scenarios, args.models = names_list(args.scenarios), names_list(args.models)
+    args.flax_models = names_list(args.flax_models)
     from icl.llm.registry import MODELS as REGISTERED
-    for flag, vals, allowed in (("--scenarios", args.scenarios, SCENARIOS), ("--models", args.models, tuple(REGISTERED)),
-                                ("--flax-models", args.flax_models, tuple(REGISTERED))):
-        bad = [v for v in vals if v not in allowed]
-        if bad or (not vals and flag != "--flax-models"):
-            ap.error(f"{flag}: unknown {bad or 'none given'}; allowed: {', '.join(allowed)}")
-    for flag, v in (("--queries", args.queries), ("--query-episodes", args.query_episodes)):
-        if v < 1:
-            ap.error(f"{flag} = {v}: allowed >= 1")
+    check_flags(ap, (("--scenarios", args.scenarios, SCENARIOS), ("--models", args.models, tuple(REGISTERED)),
+                     ("--flax-models", args.flax_models, tuple(REGISTERED))),
+                (("--queries", args.queries), ("--query-episodes", args.query_episodes)), may_be_empty=("--flax-models",))
     return args
 
 
