@@ -44,3 +44,17 @@ def test_docs_show_the_committed_cells(capsys):
     res = icl_server.main(["--only-cached", "--out", out])
     assert "Not run yet" not in res["text"] and len(res["table"]) == 6
     assert res["text"].strip() in doc
+
+
+def test_a_cell_to_run_without_its_weights_exits_2_before_any_compute(tmp_path, monkeypatch, capsys):
+    """A model whose weights are not installed (or no server) is refused before any bench runs; cached cells need
+    neither."""
+    from scripts.bench import icl as bench
+    monkeypatch.setattr(bench, "main", lambda *a, **k: pytest.fail("the bench ran"))
+    monkeypatch.setenv("GENAI_EDGE_LAB_CACHE", str(tmp_path / "models"))
+    from icl.llm import registry
+    monkeypatch.setattr(registry, "package_file", lambda pkg, name: None)      # nothing installed
+    with pytest.raises(SystemExit) as e:
+        icl_server.main(["--out", str(tmp_path / "cells"), "--models", "qwen2.5-coder-1.5b", "--scenarios", "default"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and ("--models: model 'qwen2.5-coder-1.5b'" in err or "make install-serve" in err), err

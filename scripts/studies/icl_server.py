@@ -59,18 +59,41 @@ def bench_argv(args, scenario: str, model: str, url: str) -> list[str]:
             "--flax-reference" if model in args.flax_models else "--no-flax-reference"]
 
 
-def run(args) -> tuple[dict, list[str]]:
+def cell_key(args, scenario: str, model: str) -> tuple[str, dict]:
+    """A cell's file name and the key it is saved under (the bench's flags, the server's address left out)."""
+    return f"{scenario}-{model}", {"argv": bench_argv(args, scenario, model, "URL")}
+
+
+def check_can_run(args, cells: Cells) -> None:
+    """Before any compute: the server and the weights of every model with a cell still to run (exit 2 otherwise)."""
+    todo = sorted({m for m in args.models for s in args.scenarios if cells.get(*cell_key(args, s, m)) is None})
+    if not todo or args.only_cached:
+        return
+    import importlib.util
+    from icl.llm.registry import resolve
+    problem = None
+    if importlib.util.find_spec("llama_cpp") is None:
+        problem = "llama.cpp's server is not installed: make install-serve (or --only-cached)"
+    for m in todo:
+        try:
+            resolve(m)
+        except (FileNotFoundError, ValueError) as e:
+            problem = problem or f"--models: {e}"
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def run(args, cells: Cells) -> tuple[dict, list[str]]:
     """{(scenario, model): the bench's JSON summary}, and the cells not run (``--only-cached``)."""
     from scripts.bench import icl as bench
-    cells = Cells(args.out)
     os.environ.setdefault("GENAI_EDGE_LAB_LLM_CACHE", os.path.abspath(os.path.join(args.out, "llm-cache.sqlite")))
     table, missing = {}, []
     for model in args.models:
         server = None
         try:
             for s in args.scenarios:
-                key = {"argv": bench_argv(args, s, model, "URL")}
-                name = f"{s}-{model}"
+                name, key = cell_key(args, s, model)
                 cell = cells.get(name, key)
                 if cell is None and args.only_cached:
                     missing.append(name)
@@ -119,12 +142,9 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.doc:
         read_block_file(args.doc, START, END)          # the file and its markers, before any run
-    if not args.only_cached:
-        import importlib.util
-        if importlib.util.find_spec("llama_cpp") is None:
-            print("error: llama.cpp's server is not installed: make install-serve (or --only-cached)", file=sys.stderr)
-            raise SystemExit(2)
-    table, missing = run(args)
+    cells = Cells(args.out)
+    check_can_run(args, cells)
+    table, missing = run(args, cells)
     text = render(table, missing, args)
     atomic_write_bytes(os.path.join(args.out, "table.md"), text.encode())
     print("\n" + text)
