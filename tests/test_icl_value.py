@@ -40,6 +40,8 @@ def test_branch_logprobs_equal_a_full_forward_of_prompt_and_branch(lm):
     # the cached prefix gives the scores of recomputing it inside every prompt
     again = lm.branch_logprobs([pre + p for p in prompts], branches, targets, prefix="", max_rows=4)
     np.testing.assert_allclose(got, again, atol=2e-4)
+    fine = tiny_lm(shapes="fine").branch_logprobs(prompts, branches, targets, prefix=pre, max_rows=2)
+    np.testing.assert_allclose(got, fine, atol=2e-4)                    # the same scores at other paddings
     with pytest.raises(ValueError, match="max_rows = 0"):
         lm.branch_logprobs(prompts, branches, targets, max_rows=0)
 

@@ -70,15 +70,18 @@ def test_forward_matches_numpy(name, query_block, monkeypatch):
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
 
-def tiny_lm(dtype="float32", seed=0) -> LanguageModel:
+def tiny_lm(dtype="float32", seed=0, shapes="coarse") -> LanguageModel:
+    """A random-weight 2-layer model with a byte-level tokenizer. Its lengths pad to powers of two (``coarse``) by
+    default: the policy and figure tests compile about half the shapes; this module's own tests run the fine ones."""
     meta = byte_level_meta(merges=("h e", "l l", "he ll", "Ġ t", "Ġt he"))
     cfg = CFGS["llama_interleaved_tied"]
-    return LanguageModel(cfg, init_params(cfg, seed=seed, scale=0.2), gguf_tokenizer(meta), dtype=dtype)
+    return LanguageModel(cfg, init_params(cfg, seed=seed, scale=0.2), gguf_tokenizer(meta), dtype=dtype,
+                         shapes=shapes)
 
 
 @pytest.fixture(scope="module")
 def lm():
-    return tiny_lm()
+    return tiny_lm(shapes="fine")
 
 
 def brute_score(lm, prompt, cand):
@@ -124,8 +127,11 @@ def test_score_batched_padded_prefix_equal(lm):
     no_prefix = lm.score(prompts, cands, prefix_reuse=False)
     alone = np.concatenate([lm.score([p], cands) for p in prompts])
     small_chunks = lm.score(prompts, cands, max_batch=2)
-    for got in (batched, no_prefix, alone, small_chunks):
+    coarse = tiny_lm(shapes="coarse").score(prompts, cands)           # lengths padded to powers of two
+    for got in (batched, no_prefix, alone, small_chunks, coarse):
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="shapes = 'pow2': allowed fine, coarse"):
+        tiny_lm(shapes="pow2")
     per_prompt = lm.score(prompts[:2], [[" he", " x"], [" x", " he"]])
     np.testing.assert_allclose(per_prompt, ref[:2][:, [[0, 2], [2, 0]]][[0, 1], [0, 1]], rtol=1e-4, atol=1e-4)
 

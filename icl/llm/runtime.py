@@ -2,7 +2,8 @@
 
 Scoring (``score``) runs in up to three jit-compiled stages; every shape is bucketed (lengths by ``bucket_len``:
 at most 12.5% padding above 64 tokens, 6.25% above 128; batch to powers of two) so only a handful of shapes ever
-compile:
+compile. ``shapes="coarse"`` pads lengths to powers of two instead (``coarse_len``): about half the shapes at up to
+twice the tokens, for short runs of small models where compiling dominates (the test suite's tiny model):
 
 1. *shared prefix* (optional, default on): the longest common token prefix of all prompts of the call is run
    once as a batch-1 sequence and its key/value cache kept ([L, 1, P, K, hd]);
@@ -37,6 +38,7 @@ from .tokenizer import folder_tokenizer, gguf_tokenizer
 from .weights import load_gguf, load_hf_folder, open_gguf
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+SHAPES = ("fine", "coarse")  # how token lengths are padded (``LanguageModel``'s ``shapes``)
 PREFIX_CACHE_SIZE = 4       # key/value caches of token prefixes kept per model (``LanguageModel.prefix_cache``)
 
 
@@ -50,6 +52,13 @@ def bucket_len(n: int, quantum: int = 32) -> int:
         return max(8, 1 << max(0, n - 1).bit_length())
     step = min(quantum, max(8, (1 << ((n - 1).bit_length() - 1)) // 16))
     return -(-n // step) * step
+
+
+def coarse_len(n: int) -> int:
+    """Padded length for ``shapes="coarse"``: powers of two, at least 64. Up to twice the tokens of
+    :func:`bucket_len`, but a workload compiles about half the shapes: for short runs of small models, where
+    compiling a shape costs more than the padding it saves."""
+    return max(64, 1 << max(0, int(n) - 1).bit_length())
 
 
 def bucket_batch(n: int) -> int:
@@ -192,10 +201,13 @@ def _gen_step(cfg, params, cache, valid, tok, pos, t, key, temperature, greedy):
 class LanguageModel:
     """A decoder-only LM (``icl.llm.model``) with its tokenizer. Build with ``LanguageModel.load(name_or_path)``."""
 
-    def __init__(self, cfg: M.Config, params: dict, tokenizer, dtype: str = "float32", name: str = ""):
+    def __init__(self, cfg: M.Config, params: dict, tokenizer, dtype: str = "float32", name: str = "",
+                 shapes: str = "fine"):
         if dtype not in _DTYPES:
             raise ValueError(f"dtype {dtype!r} not supported; use one of {list(_DTYPES)}")
-        self.cfg, self.tokenizer, self.dtype, self.name = cfg, tokenizer, dtype, name
+        if shapes not in SHAPES:
+            raise ValueError(f"shapes = {shapes!r}: allowed {', '.join(SHAPES)}")
+        self.cfg, self.tokenizer, self.dtype, self.name, self.shapes = cfg, tokenizer, dtype, name, shapes
         self.params = M.Transformer(cfg, params, dtype=_DTYPES[dtype]).params()
         self.n_params = M.count_params(self.params)
         self.stop_ids = sorted({i for i in [tokenizer.eos_token_id] + [tokenizer.convert_tokens_to_ids(t) for t in
@@ -203,7 +215,7 @@ class LanguageModel:
                                 if t in tokenizer.get_vocab()] if i is not None})
 
     @classmethod
-    def load(cls, name_or_path: str = DEFAULT_MODEL, dtype: str = "float32") -> "LanguageModel":
+    def load(cls, name_or_path: str = DEFAULT_MODEL, dtype: str = "float32", shapes: str = "fine") -> "LanguageModel":
         """Registered name (``icl.llm.registry.MODELS``), ``.gguf`` path or HF checkpoint folder."""
         kind, path = resolve(name_or_path)
         if kind == "gguf":
@@ -212,7 +224,11 @@ class LanguageModel:
         else:
             cfg, params = load_hf_folder(path)
             tok = folder_tokenizer(path)
-        return cls(cfg, params, tok, dtype=dtype, name=str(name_or_path))
+        return cls(cfg, params, tok, dtype=dtype, name=str(name_or_path), shapes=shapes)
+
+    def padded_len(self, n: int) -> int:
+        """The length ``n`` tokens run at: :func:`bucket_len` (``shapes="fine"``) or :func:`coarse_len`."""
+        return coarse_len(n) if self.shapes == "coarse" else bucket_len(n)
 
     # -- text helpers -----------------------------------------------------------------------------------
     def encode(self, text: str, special: bool = True) -> list[int]:
@@ -273,13 +289,13 @@ class LanguageModel:
         order = np.argsort(suf_len, kind="stable")
         chunks, cur = [], []
         for i in order:
-            if cur and (len(cur) >= max_batch or bucket_len(suf_len[i]) * bucket_batch(len(cur) + 1) > max_tokens):
+            if cur and (len(cur) >= max_batch or self.padded_len(suf_len[i]) * bucket_batch(len(cur) + 1) > max_tokens):
                 chunks.append(cur)
                 cur = []
             cur.append(i)
         chunks.append(cur)
         for idx in chunks:
-            Bb, T = bucket_batch(len(idx)), bucket_len(int(suf_len[idx].max()))
+            Bb, T = bucket_batch(len(idx)), self.padded_len(int(suf_len[idx].max()))
             toks = np.zeros((Bb, T), np.int32)
             lens = np.ones(Bb, np.int32)
             first = np.zeros((Bb, C), np.int32)
@@ -313,7 +329,7 @@ class LanguageModel:
         if key in cache:
             cache[key] = cache.pop(key)                        # most recently used last
             return cache[key]
-        toks = np.zeros((1, bucket_len(len(key))), np.int32)
+        toks = np.zeros((1, self.padded_len(len(key))), np.int32)
         toks[0, :len(key)] = key
         k, v = _prefill_prefix(self.cfg, self.params, jnp.asarray(toks), jnp.int32(len(key)))
         cache[key] = (k, v, jnp.int32(len(key)))
@@ -366,7 +382,8 @@ class LanguageModel:
         for start in range(0, n, max_rows):
             idx = order[start:start + max_rows]
             R = bucket_batch(len(idx))
-            T = -(-int(row_len[idx].max()) // length_quantum) * length_quantum
+            T = (self.padded_len(int(row_len[idx].max())) if self.shapes == "coarse"
+                 else -(-int(row_len[idx].max()) // length_quantum) * length_quantum)
             toks = np.zeros((R, T), np.int32)
             pos = np.zeros((R, T), np.int32)
             seen = np.zeros((R, T, T), bool)
@@ -406,8 +423,8 @@ class LanguageModel:
             raise ValueError("temperature > 0 needs a jax.random key")
         key = jax.random.PRNGKey(0) if key is None else key
         ids = [self.encode(p) for p in prompts]
-        B, Bb, T0 = len(ids), bucket_batch(len(ids)), bucket_len(max(len(i) for i in ids))
-        S = T0 + bucket_len(max_new_tokens)
+        B, Bb, T0 = len(ids), bucket_batch(len(ids)), self.padded_len(max(len(i) for i in ids))
+        S = T0 + self.padded_len(max_new_tokens)
         toks = np.zeros((Bb, T0), np.int32)
         valid = np.zeros((Bb, S), bool)
         for r in range(Bb):
