@@ -4,7 +4,9 @@ sharded over every device of every process (``jax.sharding``, a 1-D mesh; see
 
 Episode i always uses ``fold_in(key, i)``, so results do not depend on the
 chunk size, the number of devices or processes, or how many episodes are run
-alongside it. A ``reduce`` function (e.g. ``metrics.EpisodeStats``) shrinks each
+alongside it -- to the last bit wherever a device's batch has the same size; a batch
+of another size is vectorised differently by XLA, and float results (rates, SINRs)
+can then differ in the last bit. A ``reduce`` function (e.g. ``metrics.EpisodeStats``) shrinks each
 episode to a few numbers on the device, so a million episodes stream through
 without their per-task arrays ever reaching the host.
 """
@@ -99,8 +101,7 @@ def sub_batch_for(device) -> int | None:
     return CPU_SUB_BATCH if device.platform == "cpu" else None
 
 
-@partial(jax.jit, static_argnames=("policy", "collect_tasks", "reduce", "sub_batch"))
-def _run_batch(keys, params, policy, policy_params, collect_tasks, reduce=None, sub_batch=None):
+def _batch(keys, params, policy, policy_params, collect_tasks, reduce=None, sub_batch=None):
     """Every episode of ``keys`` (vmapped; with ``sub_batch``, ``sub_batch`` at a time in a loop: the same
     results, a working set that stays in a CPU's cache)."""
     def one(k):
@@ -110,20 +111,51 @@ def _run_batch(keys, params, policy, policy_params, collect_tasks, reduce=None, 
     return jax.lax.map(one, keys, batch_size=sub_batch)
 
 
-def _run_sharded(keys: jax.Array, params, policy, policy_params, collect_tasks, reduce, sub_batch="auto"):
-    """Every device runs the single-device program on its own shard of the episode-sharded ``keys``
-    (dispatched asynchronously, so the devices work at once; no communication); the shards are put
-    back together as global arrays with the keys' sharding.
+_STATIC = ("policy", "collect_tasks", "reduce", "sub_batch")
+_run_batch = jax.jit(_batch, static_argnames=_STATIC)
 
-    One compiled single-device program, rather than one SPMD program over the mesh, keeps every
-    number independent of the device and process count: XLA compiles a partitioned program
-    differently, and its float results can then differ in the last bit.
+
+@partial(jax.jit, static_argnames=_STATIC + ("mesh",))
+def _run_local(keys, params, policy, policy_params, collect_tasks, reduce, sub_batch, mesh):
+    """:func:`_batch` on every device of ``mesh`` (this process's devices), each on its own block of ``keys``:
+    one program, compiled once for all of them (no communication between the blocks, so the blocks' values need no
+    varying-axis tracking: ``check_vma=False`` leaves each block exactly the single-device program)."""
+    def block(k, p, pp):
+        return _batch(k, p, policy, pp, collect_tasks, reduce, sub_batch)
+    spec = jax.sharding.PartitionSpec("episodes")
+    return jax.shard_map(block, mesh=mesh, in_specs=(spec, jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec()),
+                         out_specs=spec, check_vma=False)(keys, params, policy_params)
+
+
+def _run_sharded(keys: jax.Array, params, policy, policy_params, collect_tasks, reduce, sub_batch="auto"):
+    """Every device of this process runs :func:`_batch` on its own shard of the episode-sharded ``keys`` (the
+    devices work at once; no communication, within a process or across processes); the shards are put back
+    together as global arrays with the keys' sharding.
+
+    One device runs the single-device program; several run it as one program mapped over this process's devices
+    (``shard_map`` over a mesh of them), compiled once rather than once per device (XLA:CPU's compilation cache
+    keys on the device, so a program per device compiled N times on N devices). Each device's block is the
+    single-device program on that block: the same bits as one program per device (checked on the default, loaded
+    and tiny scenarios with four policies on 1-3 devices).
     """
     shards = sorted(keys.addressable_shards, key=lambda sh: sh.index[0].start or 0)
-    outs = [_run_batch(sh.data, jax.device_put(params, sh.device), policy,
-                       jax.device_put(policy_params, sh.device), collect_tasks, reduce,
-                       sub_batch_for(sh.device) if sub_batch == "auto" else sub_batch)
-            for sh in shards]
+    devices = [sh.device for sh in shards]
+    sub = sub_batch_for(devices[0]) if sub_batch == "auto" else sub_batch
+    if len(shards) == 1:
+        outs = [_run_batch(shards[0].data, jax.device_put(params, devices[0]), policy,
+                           jax.device_put(policy_params, devices[0]), collect_tasks, reduce, sub)]
+    else:
+        mesh = jax.sharding.Mesh(np.array(devices), ("episodes",))
+        local = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("episodes"))
+        rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        per = shards[0].data.shape[0]
+        k = jax.make_array_from_single_device_arrays((per * len(shards), *keys.shape[1:]), local,
+                                                     [sh.data for sh in shards])
+        out = _run_local(k, jax.device_put(params, rep), policy, jax.device_put(policy_params, rep),
+                         collect_tasks, reduce, sub, mesh)
+        blocks = jax.tree.map(lambda x: sorted(x.addressable_shards, key=lambda sh: sh.index[0].start or 0), out)
+        outs = [jax.tree.map(lambda b: b[i].data, blocks, is_leaf=lambda b: isinstance(b, list))
+                for i in range(len(shards))]
     n = keys.shape[0]
     return jax.tree.map(lambda *xs: jax.make_array_from_single_device_arrays((n, *xs[0].shape[1:]), keys.sharding,
                                                                              list(xs)), *outs)
