@@ -70,14 +70,23 @@ def test_sub_batches_do_not_change_results(tiny):
 
 
 _SHARD_SCRIPT = """
-import json, sys, jax, numpy as np
+import json, logging, sys, jax, numpy as np
 sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
 from conftest import tiny_config
 from jaxsim.params import make_params
 from jaxsim.rollout import rollout
 from baselines import greedy_policy
+compiled = []
+class Seen(logging.Handler):
+    def emit(self, record):
+        msg = record.getMessage()
+        if msg.startswith("Finished XLA compilation of") and ("_run_local" in msg or "_batch" in msg):
+            compiled.append(msg)
+logging.getLogger("jax").addHandler(Seen())
+jax.config.update("jax_log_compiles", True)
 out = rollout(jax.random.PRNGKey(5), make_params(tiny_config()), greedy_policy, None, 6, chunk=8)
-print(json.dumps({{"devices": jax.device_count(), "delay": out["delay_s"].tolist(), "reward": out["slot_reward"].tolist()}}))
+print(json.dumps({{"devices": jax.device_count(), "delay": out["delay_s"].tolist(), "reward": out["slot_reward"].tolist(),
+                   "rollout_compiles": len(compiled)}}))
 """
 
 
@@ -92,5 +101,6 @@ def _run_devices(n):
 def test_sharded_equals_unsharded():
     one, four = _run_devices(1), _run_devices(4)
     assert one["devices"] == 1 and four["devices"] == 4
+    assert one["rollout_compiles"] == four["rollout_compiles"] == 1      # one program for the process's 4 devices
     np.testing.assert_array_equal(np.array(one["delay"]), np.array(four["delay"]))
     np.testing.assert_array_equal(np.array(one["reward"]), np.array(four["reward"]))
