@@ -138,27 +138,27 @@ def _run_sharded(keys: jax.Array, params, policy, policy_params, collect_tasks, 
     single-device program on that block: the same bits as one program per device (checked on the default, loaded
     and tiny scenarios with four policies on 1-3 devices).
     """
-    shards = sorted(keys.addressable_shards, key=lambda sh: sh.index[0].start or 0)
-    devices = [sh.device for sh in shards]
+    blocks = _local_blocks(keys)
+    devices = [b.device for b in blocks]
     sub = sub_batch_for(devices[0]) if sub_batch == "auto" else sub_batch
-    if len(shards) == 1:
-        outs = [_run_batch(shards[0].data, jax.device_put(params, devices[0]), policy,
-                           jax.device_put(policy_params, devices[0]), collect_tasks, reduce, sub)]
+    if len(blocks) == 1:
+        out = _run_batch(blocks[0], jax.device_put(params, devices[0]), policy,
+                         jax.device_put(policy_params, devices[0]), collect_tasks, reduce, sub)
     else:
         mesh = jax.sharding.Mesh(np.array(devices), ("episodes",))
         local = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("episodes"))
         rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-        per = shards[0].data.shape[0]
-        k = jax.make_array_from_single_device_arrays((per * len(shards), *keys.shape[1:]), local,
-                                                     [sh.data for sh in shards])
+        k = jax.make_array_from_single_device_arrays((sum(b.shape[0] for b in blocks), *keys.shape[1:]), local, blocks)
         out = _run_local(k, jax.device_put(params, rep), policy, jax.device_put(policy_params, rep),
                          collect_tasks, reduce, sub, mesh)
-        blocks = jax.tree.map(lambda x: sorted(x.addressable_shards, key=lambda sh: sh.index[0].start or 0), out)
-        outs = [jax.tree.map(lambda b: b[i].data, blocks, is_leaf=lambda b: isinstance(b, list))
-                for i in range(len(shards))]
     n = keys.shape[0]
-    return jax.tree.map(lambda *xs: jax.make_array_from_single_device_arrays((n, *xs[0].shape[1:]), keys.sharding,
-                                                                             list(xs)), *outs)
+    return jax.tree.map(lambda x: jax.make_array_from_single_device_arrays((n, *x.shape[1:]), keys.sharding,
+                                                                           _local_blocks(x)), out)
+
+
+def _local_blocks(x: jax.Array) -> list[jax.Array]:
+    """This process's shards of ``x`` (sharded along its first axis), one array a device, in episode order."""
+    return [sh.data for sh in sorted(x.addressable_shards, key=lambda sh: sh.index[0].start or 0)]
 
 
 # --------------------------------------------------------------------------

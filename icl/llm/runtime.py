@@ -382,8 +382,8 @@ class LanguageModel:
         for start in range(0, n, max_rows):
             idx = order[start:start + max_rows]
             R = bucket_batch(len(idx))
-            T = (self.padded_len(int(row_len[idx].max())) if self.shapes == "coarse"
-                 else -(-int(row_len[idx].max()) // length_quantum) * length_quantum)
+            longest = int(row_len[idx].max())
+            T = coarse_len(longest) if self.shapes == "coarse" else -(-longest // length_quantum) * length_quantum
             toks = np.zeros((R, T), np.int32)
             pos = np.zeros((R, T), np.int32)
             seen = np.zeros((R, T, T), bool)
